@@ -1,0 +1,95 @@
+//! Who is calling: `Authorization: Bearer <token>` against `[users.*]`.
+//!
+//! Never logs or echoes a token. Lookup is by SHA-256 digest plus a constant-time compare (see
+//! [`Routes::user_by_token`]), so response timing does not reveal how much of a guess matched.
+
+use crate::config::{Config, User};
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::head::RequestHead;
+use crate::routes::Routes;
+
+/// The caller of a request. `None` inside means anonymous mode (no users configured).
+pub struct Caller<'a> {
+    pub user: Option<&'a User>,
+}
+
+impl Caller<'_> {
+    /// May this caller use the model at `index` of `Config.models`?
+    pub fn may_use(&self, model: usize) -> bool {
+        match self.user.and_then(|u| u.allowed_models.as_ref()) {
+            None => true,
+            Some(list) => list.contains(&model),
+        }
+    }
+
+    pub fn tags(&self) -> &[String] {
+        self.user.map_or(&[], |u| u.tags.as_slice())
+    }
+
+    pub fn may_override_backend(&self) -> bool {
+        self.user.is_none_or(|u| u.allow_backend_override)
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.map(|u| u.id.as_str())
+    }
+}
+
+/// Authenticates a request head (whose bytes are in `buf`).
+pub fn authenticate<'r>(
+    routes: &'r Routes,
+    head: &RequestHead,
+    buf: &[u8],
+) -> Result<Caller<'r>, GatewayError> {
+    if routes.anonymous() {
+        return Ok(Caller { user: None });
+    }
+    let value = head.header(buf, "authorization").ok_or_else(|| {
+        unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
+    })?;
+    let token = bearer_token(value)
+        .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <token>`"))?;
+    match routes.user_by_token(token) {
+        Some((_, user)) => Ok(Caller { user: Some(user) }),
+        None => Err(unauthorized("the provided API key is invalid or disabled")),
+    }
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive (RFC 7235).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty() && !token.iter().any(|b| b.is_ascii_whitespace())).then_some(token)
+}
+
+fn unauthorized(message: &str) -> GatewayError {
+    GatewayError::new(ErrorKind::Unauthorized, message)
+}
+
+/// Model indices a caller may see, in the config's stable (name) order.
+pub fn visible_models<'c>(
+    config: &'c Config,
+    caller: &'c Caller<'_>,
+) -> impl Iterator<Item = usize> + 'c {
+    (0..config.models.len()).filter(move |&i| config.models[i].enabled && caller.may_use(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer   abc  "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearer a b"), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+    }
+}

@@ -1,0 +1,234 @@
+//! Command line: `berry serve`, `berry demo`, `berry mock`, `berry validate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, DriverChoice};
+use crate::routes::{resolve_all, Routes};
+use crate::runtime::{self, RunOptions, Server, Shutdown};
+
+#[derive(Parser)]
+#[command(
+    name = "berry",
+    version,
+    about = "OpenAI-compatible load-balancing gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Driver {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file [default: $CONFIG_PATH, else ./config.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Number of shards (one thread per core) [default: config, else all cores]
+        #[arg(long)]
+        workers: Option<usize>,
+        /// I/O driver [default: config, else auto: io_uring, falling back to epoll]
+        #[arg(long, value_enum)]
+        driver: Option<Driver>,
+        /// Listen address [default: config, else $BIND_ADDRESS, else 127.0.0.1:3000]
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Run a demo: a mock OpenAI fleet on loopback with Berry in front of it.
+    Demo {
+        /// Gateway port.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+    /// Run a mock OpenAI upstream (for load tests and demos).
+    Mock(crate::mock::MockArgs),
+    /// Check a config file and print every problem with its line.
+    Validate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> i32 {
+    crate::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            workers,
+            driver,
+            bind,
+        } => serve(config, workers, driver, bind),
+        Command::Demo { port } => crate::demo::run(port),
+        Command::Mock(args) => crate::mock::run_cli(args),
+        Command::Validate { config } => validate(config),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berry: {e}");
+            1
+        }
+    }
+}
+
+fn config_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("CONFIG_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.toml"))
+}
+
+fn load(path: &std::path::Path) -> Result<Config, String> {
+    let cfg = config::load_file(path).map_err(|e| e.to_string())?;
+    for w in &cfg.warnings {
+        log::warn!("{}", w.display(&path.display().to_string()));
+    }
+    Ok(cfg)
+}
+
+fn validate(path: Option<PathBuf>) -> Result<(), String> {
+    let path = config_path(path);
+    let cfg = config::load_file(&path).map_err(|e| e.to_string())?;
+    for w in &cfg.warnings {
+        println!("{}", w.display(&path.display().to_string()));
+    }
+    Routes::build(Arc::new(cfg.clone()))?;
+    println!(
+        "{}: ok ({} providers, {} models, {} users)",
+        path.display(),
+        cfg.providers.len(),
+        cfg.models.len(),
+        cfg.users.len()
+    );
+    Ok(())
+}
+
+fn serve(
+    path: Option<PathBuf>,
+    workers: Option<usize>,
+    driver: Option<Driver>,
+    bind: Option<String>,
+) -> Result<(), String> {
+    let path = config_path(path);
+    let cfg = load(&path)?;
+    let bind = bind
+        .or_else(|| cfg.server.bind_address.clone())
+        .or_else(|| std::env::var("BIND_ADDRESS").ok())
+        .unwrap_or_else(|| "127.0.0.1:3000".to_string());
+    let addr: SocketAddr = bind
+        .parse()
+        .map_err(|_| format!("listen address `{bind}` is not ip:port"))?;
+    let workers = workers
+        .or(cfg.server.workers)
+        .filter(|&n| n > 0)
+        .unwrap_or_else(runtime::default_workers);
+    let driver = match driver {
+        Some(Driver::Auto) => DriverChoice::Auto,
+        Some(Driver::Uring) => DriverChoice::Uring,
+        Some(Driver::Epoll) => DriverChoice::Epoll,
+        None => cfg.server.driver,
+    };
+    block_signals();
+    let shutdown = Shutdown::new();
+    let server = start(cfg, addr, workers, driver, true, shutdown.clone())?;
+    wait_for_signal(&shutdown);
+    log::info!("shutting down: draining requests in flight");
+    server.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Validates the protected-mode rule, binds, and starts shards; shared by `serve` and `demo`.
+pub fn start(
+    cfg: Config,
+    addr: SocketAddr,
+    workers: usize,
+    driver: DriverChoice,
+    pin: bool,
+    shutdown: Shutdown,
+) -> Result<Server, String> {
+    protected_mode(&cfg, addr)?;
+    let addresses = Arc::new(resolve_all(&cfg));
+    let routes = Arc::new(Routes::build(Arc::new(cfg))?);
+    let listeners = runtime::bind_listeners(addr, workers)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server = runtime::start(
+        routes,
+        addresses,
+        listeners,
+        RunOptions {
+            driver,
+            pin_cores: pin,
+        },
+        shutdown,
+    )
+    .map_err(|e| format!("cannot start shards: {e}"))?;
+    let drivers: Vec<&str> = server.drivers.iter().map(|d| d.name()).collect();
+    log::info!(
+        "listening on http://{} with {} shard(s), I/O driver: {}",
+        server.local_addr,
+        drivers.len(),
+        drivers.join(",")
+    );
+    Ok(server)
+}
+
+/// With no users every request is anonymous; allow that only on loopback or when the config
+/// says so explicitly (like Redis's protected mode).
+pub fn protected_mode(cfg: &Config, addr: SocketAddr) -> Result<(), String> {
+    if cfg.users.is_empty() && !addr.ip().is_loopback() && !cfg.server.allow_anonymous {
+        return Err(format!(
+            "refusing to listen on {addr} without authentication: the config has no [users.*]. \
+             Add users, listen on a loopback address, or set `allow_anonymous = true` in [server]"
+        ));
+    }
+    Ok(())
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns afterwards, so
+/// they can only be taken by [`wait_for_signal`]. Call before starting shards.
+pub fn block_signals() {
+    let set = signal_set();
+    // SAFETY: a valid, initialised signal set; changing this thread's mask has no other effect.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits until SIGINT or SIGTERM arrives (or `shutdown` is triggered elsewhere), then triggers
+/// `shutdown`.
+pub fn wait_for_signal(shutdown: &Shutdown) {
+    let set = signal_set();
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    while !shutdown.is_triggered() {
+        // SAFETY: valid set and timeout; a null siginfo pointer is allowed.
+        if unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } > 0 {
+            shutdown.trigger();
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Tests for the rules that are not leniencies: cross-references, limits, secrets and
+//! positions. Same conventions as `tests.rs`: snippet lines count from the snippet.
+
+use super::tests::{
+    base_lines, check_err, check_snippet_err, check_warn, load, ok, with_base, BASE,
+};
+use super::*;
+
+#[test]
+fn env_secret_references() {
+    let text = BASE
+        .replace("sk-p-0123456789", "env:RELAY_KEY")
+        .replace("tok-u-0123456789abcdef", "${USER_TOKEN}")
+        .replace(
+            "name = \"P\"",
+            "name = \"P\"\nheaders = { \"OpenAI-Organization\" = \"${ORG}\", \"X-Plain\" = \"v\" }",
+        );
+    let c = ok(&text);
+    let p = &c.providers[0];
+    assert_eq!(
+        p.api_key.as_ref().map(Secret::expose),
+        Some("sk-from-env-SECRETVALUE-1")
+    );
+    assert_eq!(c.users[0].token.expose(), "tok-from-env-SECRETVALUE-2");
+    let headers: Vec<(&str, &str)> = p
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("OpenAI-Organization", "org-SECRETVALUE-3"),
+            ("X-Plain", "v")
+        ]
+    );
+    let text = BASE
+        .replace("sk-p-0123456789", "env:MISSING_KEY")
+        .replace("tok-u-0123456789abcdef", "${MISSING_TOKEN}")
+        .replace(
+            "name = \"P\"",
+            "name = \"P\"\nheaders = { \"X-Org\" = \"env:EMPTY\" }",
+        );
+    check_err(&text, &[
+        (Some(3), "`providers.p.headers.X-Org`: must not be empty (value from environment variable `EMPTY`)"),
+        (Some(5), "`providers.p.api_key`: environment variable `MISSING_KEY` is not set"),
+        (Some(16), "`users.u.token`: environment variable `MISSING_TOKEN` is not set"),
+    ]);
+    check_err(
+        &BASE.replace("sk-p-0123456789", "${sk-abc}"),
+        &[(Some(4), "malformed secret reference")],
+    );
+}
+
+#[test]
+fn secrets_never_shown() {
+    const MARK: &str = "SECRETVALUE";
+    let text = BASE.replace("sk-p-0123456789", "env:RELAY_KEY").replace(
+        "name = \"P\"",
+        "name = \"P\"\nheaders = { \"X-Org\" = \"env:ORG\" }",
+    );
+    let c = ok(&text);
+    let debug = format!("{c:?} {c:#?}");
+    assert!(
+        !debug.contains(MARK) && !debug.contains("tok-u-0123456789abcdef"),
+        "{debug}"
+    );
+    assert!(!debug.contains("sk-"), "{debug}");
+    // Every way a secret can be wrong, in one file; the display must not contain any of them.
+    let text = format!(
+        "{}[users.v]\nname = \"V\"\ntoken = \"tok-u-0123456789abcdef\"\n[users.w]\nname = \"W\"\ntoken = \"SECRETVALUE has spaces\"\n[users.x]\nname = \"X\"\ntoken = \"SECRETVALUE\"\n",
+        BASE.replace("sk-p-0123456789", "SECRETVALUE\\u0001").replace("name = \"P\"", "name = \"P\"\nheaders = { \"X-A\" = \"SECRETVALUE\\r\\n\" }")
+    );
+    let err = load(&text).expect_err("secret errors");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains(MARK) && !shown.contains("tok-u-0123456789abcdef"),
+        "{shown}"
+    );
+    assert!(shown.contains("same token as `users.u`"), "{shown}");
+    assert!(shown.contains("must not contain whitespace"), "{shown}");
+    assert!(shown.contains("control character"), "{shown}");
+    // A serde type error on a secret key would quote the value; it must be redacted.
+    let err = load(&BASE.replace("\"tok-u-0123456789abcdef\"", "12345678901234567890"))
+        .expect_err("type");
+    assert!(!err.to_string().contains("12345678901234567890"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("15:9: error: `users.u.token`: wrong type"),
+        "{err}"
+    );
+    // User info in a base_url may hold a password.
+    let err = load(&BASE.replace("https://p.example", "https://me:SECRETVALUE@p.example"))
+        .expect_err("userinfo");
+    assert!(!err.to_string().contains(MARK), "{err}");
+}
+
+#[test]
+fn type_errors_have_lines() {
+    let text = BASE.replace("model = \"m1\"", "model = \"m1\"\nweight = \"heavy\"");
+    check_err(
+        &text,
+        &[(
+            Some(12),
+            "`models.m.backends[0].weight`: invalid type: string \"heavy\", expected f64",
+        )],
+    );
+    // The walk still reports unknown keys alongside serde's single error.
+    let text = BASE.replace(
+        "model = \"m1\"",
+        "model = \"m1\"\nweight = \"heavy\"\ncolour = 1",
+    );
+    check_err(
+        &text,
+        &[
+            (Some(12), "weight"),
+            (Some(13), "`models.m.backends[0].colour`: unknown key"),
+        ],
+    );
+    check_err(
+        &with_base("[server]\nworkers = \"many\"\n"),
+        &[(Some(base_lines() + 2), "`server.workers`: invalid type")],
+    );
+    check_err(
+        "providers = 5\n",
+        &[(
+            Some(1),
+            "`providers`: invalid type: integer `5`, expected a map",
+        )],
+    );
+    check_err("[providers\n", &[(Some(1), "invalid TOML")]);
+}
+
+#[test]
+fn model_and_backend_rules() {
+    let n = base_lines();
+    let model = |body: &str| format!("[models.x]\n{body}");
+    let cases: &[(String, &[(usize, &str)])] = &[
+        (model("name = \"m-name\"\nbackends = [{ provider = \"p\", model = \"m1\" }]\n"), &[(2, "duplicate model name \"m-name\": `models.m` already uses it")]),
+        (model("name = \"m\"\nbackends = [{ provider = \"p\", model = \"m1\" }]\n"), &[(2, "is also the key of `models.m`")]),
+        (model("name = \"a b\"\nbackends = [{ provider = \"p\", model = \"m1\" }]\n"), &[(2, "must not contain whitespace (got \"a b\")")]),
+        (model("name = \"x\"\nbackends = []\n"), &[(3, "must have at least one backend")]),
+        (model("name = \"x\"\n"), &[(1, "`models.x.backends`: missing (required)")]),
+        (model("backends = [{ provider = \"p\", model = \"m1\" }]\n"), &[(1, "`models.x.name`: missing (required)")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"q\", model = \"m1\" }]\n"), &[(3, "unknown provider \"q\"")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m9\" }]\n"), &[(3, "\"m9\" is not in `providers.p.models` ([\"m1\", \"m2\"])")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m1\", weight = 101 }]\n"), &[(3, "must be > 0 and <= 100 (got 101)")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m1\", weight = nan }]\n"), &[(3, "(got NaN)")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m1\", priority = 11 }]\n"), &[(3, "`models.x.backends[0].priority`: must be >= 0 and <= 10 (got 11)")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m1\", tags = [\"a b\"] }]\n"), &[(3, "`models.x.backends[0].tags[0]`: tags must be non-empty and contain no whitespace")]),
+        (model("name = \"x\"\nbackends = [{ provider = \"p\", model = \"m1\", enabled = false }]\n"), &[(3, "an enabled model needs at least one enabled backend")]),
+        ("[users.v]\nname = \"V\"\ntoken = \"tok-v has spaces-0123\"\n".to_string(), &[(3, "must not contain whitespace")]),
+        ("[users.v]\nname = \"\"\ntoken = \"tok-u-0123456789abcdef\"\n".to_string(), &[(2, "`users.v.name`: must not be empty"), (3, "same token as `users.u`")]),
+        ("[providers.q]\nname = \"Q\"\nbase_url = \"https://q/api\"\napi_key = \"k\"\nmodels = []\ntimeout_seconds = 301\n".to_string(), &[(5, "must list at least one"), (6, "`providers.q.timeout_seconds`: must be > 0 and <= 300 (got 301)")]),
+        ("[providers.q]\nname = \"Q\"\nbase_url = \"ftp://q\"\napi_key = \"0123456789\"\nmodels = [\"\"]\nheaders = { Host = \"x\" }\n".to_string(), &[(3, "must start with `http://` or `https://` (got \"ftp://q\")"), (5, "`providers.q.models[0]`: must not be empty"), (6, "`providers.q.headers.Host`: is set by the gateway")]),
+    ];
+    for (snippet, expected) in cases {
+        let shifted: Vec<(Option<usize>, &str)> =
+            expected.iter().map(|&(l, s)| (Some(l + n), s)).collect();
+        check_err(&with_base(snippet), &shifted);
+    }
+    let disabled_model = model("name = \"x\"\nenabled = false\nbackends = [{ provider = \"p\", model = \"m1\", enabled = false }]\n");
+    assert!(!ok(&with_base(&disabled_model)).models[1].enabled);
+}
+
+#[test]
+fn server_and_settings_rules() {
+    let c = ok(&with_base(concat!(
+        "[server]\nbind_address = \"0.0.0.0:3000\"\nworkers = 0\ndriver = \"epoll\"\n",
+        "[settings]\nrequest_timeout_seconds = 45\n",
+    )));
+    assert_eq!(c.server.bind_address.as_deref(), Some("0.0.0.0:3000"));
+    assert_eq!(c.server.workers, None);
+    assert_eq!(c.server.driver, DriverChoice::Epoll);
+    assert_eq!(c.settings.first_byte_timeout, Duration::from_secs(45));
+    let n = base_lines();
+    let c = check_warn(
+        &with_base("[settings]\nrequest_timeout_seconds = 30\n"),
+        &[(
+            Some(n + 2),
+            "now the first-byte timeout of every relayed request",
+        )],
+    );
+    assert_eq!(c.settings.first_byte_timeout, Duration::from_secs(30));
+    let c = ok(&with_base("[server]\nworkers = 3\ndriver = \"io_uring\"\n"));
+    assert_eq!(
+        (c.server.workers, c.server.driver),
+        (Some(3), DriverChoice::Uring)
+    );
+    check_snippet_err(
+        "[server]\nbind_address = \"3000\"\ndriver = \"kqueue\"\nheader_bytes_max = 0\nbody_bytes_max = -1\nclient_idle_timeout_ms = 0\nworkers = 5000\n",
+        &[
+            (2, "must be `host:port`"),
+            (3, "must be one of `auto`, `uring`, `epoll` (got \"kqueue\")"),
+            (4, "`server.header_bytes_max`: must be > 0 and <= 1048576 (got 0): no request head would fit"),
+            (5, "(got -1): no chat request would fit"),
+            (6, "a zero duration would expire at once"),
+            (7, "`server.workers`: must be >= 0 and <= 1024 (got 5000)"),
+        ],
+    );
+    check_snippet_err(
+        "[settings]\nfirst_byte_timeout_ms = 1000\nrequest_timeout_seconds = 30\nhealth_check_interval_seconds = 0\ncircuit_breaker_failure_threshold = 0\n[settings.smart_ai]\ninitial_confidence = 0.5\nmin_confidence = 0.6\nexploration_ratio = 1.5\nnon_premium_stability_bonus = 0.9\n",
+        &[
+            (3, "conflicts with `settings.first_byte_timeout_ms` (line "),
+            (4, "`settings.health_check_interval_seconds`: must be > 0"),
+            (5, "the breaker would open before any failure"),
+            (8, "must be <= initial_confidence (0.5) (got 0.6)"),
+            (9, "must be >= 0 and <= 1 (got 1.5)"),
+            (10, "must be >= 1 and <= 10 (got 0.9)"),
+        ],
+    );
+    let c = ok(&with_base(
+        "[settings]\npool_idle_per_backend_max = 0\nmax_retries = 0\n",
+    ));
+    assert_eq!(
+        (c.settings.pool_idle_per_backend_max, c.settings.max_retries),
+        (0, 0)
+    );
+    let text = with_base("[settings]\ntotal_timeout_ms = 1000\npool_idle_timeout_ms = 5000\n");
+    let n = base_lines();
+    check_warn(
+        &text,
+        &[
+            (Some(n + 2), "always fire first"),
+            (Some(n + 3), "uvicorn/vLLM"),
+        ],
+    );
+}
+
+#[test]
+fn diagnostic_positions_count_characters() {
+    // Two multi-byte characters before the bad value on its line.
+    let text = BASE.replace("model = \"m1\"", "model = \"m1\"\n\"wé✓\" = 1");
+    let err = load(&text).expect_err("unknown key");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (Some(12), Some(1)));
+    assert_eq!(d.key, "models.m.backends[0].\"wé✓\"");
+    let text = BASE.replace("name = \"m-name\"", "name = \"m-name\" ; é\nstrategy = 1");
+    let err = load(&text).expect_err("syntax");
+    assert_eq!(err.diagnostics[0].line, Some(8));
+}

@@ -1,0 +1,242 @@
+//! The one error type of the request path, and the one place it becomes an HTTP response.
+//!
+//! Every failure knows whose fault it is (client, gateway, upstream), whether another backend
+//! may be tried, and which status and OpenAI error envelope the client gets. Messages are
+//! written for clients: they never carry upstream bodies, addresses or secrets.
+
+use std::fmt;
+
+/// Whose fault a failure is; decides logging level and whether a backend's health is touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Gateway,
+    Upstream,
+}
+
+/// What went wrong. Each kind maps to exactly one status code in [`ErrorKind::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Body is not valid JSON, or a field has the wrong type.
+    InvalidJson,
+    /// `model` is missing from the body.
+    MissingModel,
+    /// The request line, headers or framing are malformed.
+    BadRequest,
+    /// No or malformed `Authorization` header, or an unknown or disabled token.
+    Unauthorized,
+    /// The token is valid but may not use this model or feature.
+    Forbidden,
+    /// Unknown path.
+    NotFound,
+    /// Unknown (or disabled) model.
+    ModelNotFound,
+    /// Known path, wrong method.
+    MethodNotAllowed,
+    /// POST without Content-Length or chunked body.
+    LengthRequired,
+    /// Body larger than `body_bytes_max`.
+    PayloadTooLarge,
+    /// Content-Type is not JSON.
+    UnsupportedMediaType,
+    /// Request head larger than `header_bytes_max` or too many headers.
+    HeadersTooLarge,
+    /// A request feature we do not implement (e.g. a transfer coding other than chunked).
+    NotImplemented,
+    /// HTTP version other than 1.0/1.1.
+    VersionNotSupported,
+    /// The client was too slow sending its request.
+    RequestTimeout,
+    /// The upstream failed (connect refused, reset, malformed response).
+    UpstreamFailed,
+    /// The upstream did not answer in time (connect, first byte or total).
+    UpstreamTimeout,
+    /// No backend of the model can take the request.
+    NoBackend,
+    /// The shard is at `connections_per_shard_max` or draining.
+    Overloaded,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidJson | ErrorKind::MissingModel | ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::LengthRequired => 411,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::HeadersTooLarge => 431,
+            ErrorKind::NotImplemented => 501,
+            ErrorKind::UpstreamFailed => 502,
+            ErrorKind::NoBackend | ErrorKind::Overloaded => 503,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::VersionNotSupported => 505,
+        }
+    }
+
+    /// OpenAI's `error.type` vocabulary.
+    fn type_name(self) -> &'static str {
+        match self {
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
+            ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => "upstream_error",
+            ErrorKind::NoBackend | ErrorKind::Overloaded => "service_unavailable_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Stable machine-readable `error.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::MissingModel => "missing_model",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "invalid_api_key",
+            ErrorKind::Forbidden => "model_access_denied",
+            ErrorKind::NotFound => "unknown_url",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::LengthRequired => "length_required",
+            ErrorKind::PayloadTooLarge => "body_too_large",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::NotImplemented => "not_implemented",
+            ErrorKind::VersionNotSupported => "http_version_not_supported",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::UpstreamFailed => "upstream_failed",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::NoBackend => "no_available_backend",
+            ErrorKind::Overloaded => "overloaded",
+        }
+    }
+
+    pub fn fault(self) -> Fault {
+        match self {
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Fault::Upstream,
+            ErrorKind::NoBackend | ErrorKind::Overloaded => Fault::Gateway,
+            _ => Fault::Client,
+        }
+    }
+}
+
+/// A failure on the request path: kind plus a client-safe message.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Another backend may be tried (only meaningful for upstream faults before any byte was sent).
+    pub retryable: bool,
+    /// For 405: the `allow` header value.
+    pub allow: Option<&'static str>,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            kind,
+            message: message.into(),
+            retryable: false,
+            allow: None,
+        }
+    }
+
+    /// An upstream failure that happened before any byte reached the client: failover may try
+    /// another backend.
+    pub fn upstream(kind: ErrorKind, message: impl Into<String>) -> Self {
+        GatewayError {
+            kind,
+            message: message.into(),
+            retryable: true,
+            allow: None,
+        }
+    }
+
+    /// 405 for a known path; `allow` lists the methods it takes.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        GatewayError {
+            kind: ErrorKind::MethodNotAllowed,
+            message: format!("method not allowed; this endpoint takes {allow}"),
+            retryable: false,
+            allow: Some(allow),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// Appends the OpenAI error envelope to `out`.
+    pub fn write_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"error\":{\"message\":");
+        crate::api::peek::write_json_string(out, &self.message);
+        out.extend_from_slice(b",\"type\":\"");
+        out.extend_from_slice(self.kind.type_name().as_bytes());
+        out.extend_from_slice(b"\",\"code\":\"");
+        out.extend_from_slice(self.kind.code().as_bytes());
+        out.extend_from_slice(b"\"}}");
+    }
+
+    /// The whole body as a string (for SSE error events and tests).
+    pub fn body_string(&self) -> String {
+        let mut out = Vec::with_capacity(96 + self.message.len());
+        self.write_body(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.kind.code(),
+            self.status(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_openai_shaped_and_escaped() {
+        let e = GatewayError::new(ErrorKind::ModelNotFound, "model \"x\" not found");
+        let v: serde_json::Value = serde_json::from_str(&e.body_string()).unwrap();
+        assert_eq!(v["error"]["message"], "model \"x\" not found");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use ErrorKind::*;
+        let table = [
+            (InvalidJson, 400),
+            (MissingModel, 400),
+            (Unauthorized, 401),
+            (Forbidden, 403),
+            (NotFound, 404),
+            (MethodNotAllowed, 405),
+            (LengthRequired, 411),
+            (PayloadTooLarge, 413),
+            (UnsupportedMediaType, 415),
+            (HeadersTooLarge, 431),
+            (UpstreamFailed, 502),
+            (NoBackend, 503),
+            (UpstreamTimeout, 504),
+        ];
+        for (k, s) in table {
+            assert_eq!(k.status(), s, "{k:?}");
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Server-sent-event boundaries (WHATWG HTML §9.2.6): find where the last complete event ends so
+//! streamed bytes can be flushed or inspected per event. Only scans; never copies, decodes fields
+//! or allocates.
+
+/// Returns the end offset (exclusive) of the last complete event in `buf`, or `None` if there is
+/// none.
+///
+/// An event is complete at a blank line, i.e. a line terminator that immediately follows another
+/// one. Terminators are CRLF, LF, or a CR not followed by LF. `buf` must start at the beginning of
+/// a line (stream start or a previously returned offset), so a terminator at offset 0 is itself a
+/// blank line.
+///
+/// A CR at the very end of `buf` is ambiguous only in where its terminator *ends* (CR, or CRLF if
+/// an LF follows); that it *is* a terminator is certain. So:
+/// - `…\n\r`, `…\r\r`, `…\r\n\r` at the end: the final CR ends a blank line whatever comes next,
+///   and the result is `buf.len()`. If the stream continues with `\n`, the next buffer starts with
+///   that LF, which a reader sees as one more blank line: it dispatches nothing (the data buffer is
+///   empty), so nothing is lost or duplicated.
+/// - `data: x\r` at the end: the CR ends a data line; whether a blank line follows depends on the
+///   next byte (`\n` keeps the event open, `\r` would close it), so this CR is not a boundary.
+///
+/// O(n): memchr jumps between CR/LF bytes, and each terminator is looked at once.
+pub fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let mut last_end = None;
+    // Offset just after the previous terminator: where the current line starts.
+    let mut line_start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
+        if buf[i] == b'\n' && i > 0 && buf[i - 1] == b'\r' {
+            // Second half of a CRLF, already handled with its CR.
+            continue;
+        }
+        let terminator_end = if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
+        if i == line_start {
+            last_end = Some(terminator_end);
+        }
+        line_start = terminator_end;
+    }
+    last_end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &[u8], expected: Option<usize>) {
+        assert_eq!(
+            last_event_end(input),
+            expected,
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    #[test]
+    fn lf_crlf_and_cr_boundaries() {
+        check(b"data: a\n\n", Some(9));
+        check(b"data: a\r\n\r\n", Some(11));
+        check(b"data: a\r\r", Some(9));
+        check(b"data: a\n\r\n", Some(10));
+        check(b"data: a\r\n\n", Some(10));
+        check(b"data: a\r\r\n", Some(10));
+    }
+
+    #[test]
+    fn returns_the_last_of_several_events() {
+        check(b"data: a\n\ndata: b\r\n\r\ndata: c\r\r", Some(29));
+        check(b"data: a\n\ndata: b\r\n\r\ndata: partial", Some(20));
+        check(b"data: a\n\ndata: b\n", Some(9));
+    }
+
+    #[test]
+    fn incomplete_events() {
+        check(b"", None);
+        check(b"data: a", None);
+        check(b"data: a\n", None);
+        check(b"data: a\r\n", None);
+        check(b"data: a\r\ndata: b\r\n", None);
+        // Could be the CR of a CRLF, so the event may continue.
+        check(b"data: a\r", None);
+        check(b"data: a\r\n\r", Some(10));
+        check(b"data: a\n\r", Some(9));
+    }
+
+    #[test]
+    fn lone_cr_in_data_is_a_line_break_not_a_boundary() {
+        check(b"data: a\rdata: b\n", None);
+        check(b"data: a\rdata: b\n\n", Some(17));
+        check(b"data: a\rb", None);
+    }
+
+    #[test]
+    fn comments_and_fields() {
+        check(b": ping\n\n", Some(8));
+        check(b": ping\n\ndata: x", Some(8));
+        check(b"event: message\nid: 7\ndata: {\"x\":1}\n\n", Some(36));
+        check(
+            b"retry: 100\r\nevent: done\r\ndata: [DONE]\r\n\r\n",
+            Some(41),
+        );
+    }
+
+    #[test]
+    fn leading_terminator_is_a_blank_line() {
+        // After a cut at "…\n\r", the stream may go on with the LF of that CRLF.
+        check(b"\n", Some(1));
+        check(b"\ndata: b", Some(1));
+        check(b"\r", Some(1));
+        check(b"\r\n", Some(2));
+    }
+
+    #[test]
+    fn result_always_ends_after_a_terminator() {
+        let inputs: [&[u8]; 5] = [
+            b"a\n\nb\r\r",
+            b"\r\n\r\n\r\n",
+            b"x\r\r\r\n\n",
+            b"\n\n\n",
+            b"a\rb\rc\r\r",
+        ];
+        for input in inputs {
+            let end = last_event_end(input).expect("each input holds an event");
+            assert!(matches!(input[end - 1], b'\n' | b'\r'));
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Berry: a thread-per-core, OpenAI-compatible load-balancing gateway on monoio.
+//!
+//! Start at `proxy.rs` (the request path) and `shard.rs` (what one core owns);
+//! `docs/architecture.md` has the map.
+
+pub mod api;
+pub mod auth;
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod mock;
+pub mod proxy;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod shard;
+pub mod upstream;

@@ -1,0 +1,140 @@
+//! A `log` backend that never blocks the caller: records go through a bounded queue to one
+//! writer thread that owns stderr. When the queue is full the record is dropped and counted.
+//!
+//! Filtering follows `RUST_LOG` (env_logger syntax); the default is `info`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Records buffered between the shards and the writer thread.
+const QUEUE_RECORDS_MAX: usize = 16 * 1024;
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static QUEUE: OnceLock<Sender<String>> = OnceLock::new();
+
+struct QueueLogger {
+    filter: env_filter::Filter,
+    tx: Sender<String>,
+}
+
+impl log::Log for QueueLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let line = format!(
+            "{} {:<5} {}: {}\n",
+            rfc3339(SystemTime::now()),
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        if self.tx.try_send(line).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger once per process; later calls are no-ops (tests boot many servers).
+pub fn init() {
+    if QUEUE.get().is_some() {
+        return;
+    }
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let mut builder = env_filter::Builder::new();
+    builder.parse(&spec);
+    let filter = builder.build();
+    let (tx, rx) = crossbeam_channel::bounded::<String>(QUEUE_RECORDS_MAX);
+    if QUEUE.set(tx.clone()).is_err() {
+        return;
+    }
+    let level = filter.filter();
+    if log::set_boxed_logger(Box::new(QueueLogger { filter, tx })).is_ok() {
+        log::set_max_level(level);
+        let _ = std::thread::Builder::new()
+            .name("berry-log".into())
+            .spawn(move || writer(rx));
+    }
+}
+
+fn writer(rx: Receiver<String>) {
+    let stderr = std::io::stderr();
+    while let Ok(line) = rx.recv() {
+        let mut out = stderr.lock();
+        let _ = out.write_all(line.as_bytes());
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(more.as_bytes());
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Waits (bounded) until queued records are written; call before the process exits.
+pub fn flush() {
+    if let Some(tx) = QUEUE.get() {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while !tx.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The writer may still hold the last batch.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Records dropped because the queue was full.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// `2026-11-26T07:01:02.123Z` without a date-time dependency.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, days since 1970-01-01).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

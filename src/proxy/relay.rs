@@ -1,0 +1,379 @@
+//! Relaying an upstream response to the client.
+//!
+//! Nothing is sent until there is something worth committing to: a small fixed-length body is
+//! read whole first, a stream is held until its first complete SSE event. Until then a failure
+//! may still fail over. After that Berry never fakes a clean end: a broken SSE stream gets an
+//! in-band error event and the connection closes without the final chunk, and any other broken
+//! body is cut short so its framing shows the loss.
+
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::body::ChunkedDecoder;
+use crate::http::encode::{
+    write_chunk, write_content_length, write_header, write_status_line, LAST_CHUNK,
+};
+use crate::http::head::{connection_tokens, is_hop_by_hop, ResponseBody, ResponseHead};
+use crate::http::sse::last_event_end;
+use crate::server::conn::ClientWriter;
+use crate::shard::Shard;
+use crate::upstream::conn::UpConn;
+
+/// Trailer bytes accepted after a chunked upstream body.
+const TRAILER_BYTES_MAX: usize = 16 * 1024;
+
+/// What the relay needs to know about the request it answers.
+pub struct RelayCtx<'a> {
+    pub request_id: &'a str,
+    /// Provider id, sent back as `x-berry-backend`.
+    pub backend: &'a str,
+    pub provider: usize,
+    pub client_minor_version: u8,
+    pub client_keep_alive: bool,
+    /// An OpenAI completion stream must end with `data: [DONE]`; one that does not was cut.
+    pub stream_must_end_with_done: bool,
+    pub buffer_bytes_max: usize,
+    pub idle_timeout: Duration,
+    pub deadline: Instant,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (204/304), or an empty one.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client and unknown length: the body ends when the connection closes.
+    Close,
+}
+
+enum Source {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// How a stream relay goes; fixed per response.
+struct StreamPlan {
+    framing: Framing,
+    sse: bool,
+    done_check: bool,
+    upstream_reusable: bool,
+    keep_alive: bool,
+}
+
+/// Relays the response whose head was just read. `Ok(keep_alive)` once anything was sent
+/// (or the client is gone); `Err` only when nothing was sent, so failover may continue.
+pub async fn relay(
+    shard: &Shard,
+    w: &mut ClientWriter,
+    mut conn: UpConn,
+    head: ResponseHead,
+    ctx: &RelayCtx<'_>,
+) -> Result<bool, GatewayError> {
+    let sse = head
+        .header(&conn.buf, "content-type")
+        .is_some_and(|v| v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream"));
+    let framing = match head.body {
+        ResponseBody::None => Framing::Empty,
+        ResponseBody::Length(n) if !sse => Framing::Length(n),
+        _ if ctx.client_minor_version >= 1 => Framing::Chunked,
+        _ => Framing::Close,
+    };
+    let keep_alive = ctx.client_keep_alive && framing != Framing::Close;
+    w.out.clear();
+    write_head(&mut w.out, &head, &conn.buf, framing, ctx, keep_alive);
+    conn.consume(head.head_len);
+    let upstream_reusable = head.keep_alive;
+
+    let source = match head.body {
+        ResponseBody::None => {
+            if w.flush().await.is_err() {
+                return Ok(false);
+            }
+            release(shard, ctx.provider, conn, upstream_reusable);
+            return Ok(keep_alive);
+        }
+        ResponseBody::Length(n) if !sse && n <= ctx.buffer_bytes_max as u64 => {
+            return relay_buffered(
+                shard,
+                w,
+                conn,
+                n as usize,
+                ctx,
+                upstream_reusable,
+                keep_alive,
+            )
+            .await;
+        }
+        ResponseBody::Length(n) => Source::Length(n),
+        ResponseBody::Chunked => Source::Chunked(ChunkedDecoder::new(TRAILER_BYTES_MAX)),
+        ResponseBody::UntilClose => Source::UntilClose,
+    };
+    let plan = StreamPlan {
+        framing,
+        sse,
+        done_check: sse && ctx.stream_must_end_with_done && (200..300).contains(&head.status),
+        upstream_reusable: upstream_reusable && !matches!(source, Source::UntilClose),
+        keep_alive,
+    };
+    relay_stream(shard, w, conn, source, &plan, ctx).await
+}
+
+/// A small fixed-length body: read it whole, then send head and body in one write.
+async fn relay_buffered(
+    shard: &Shard,
+    w: &mut ClientWriter,
+    mut conn: UpConn,
+    n: usize,
+    ctx: &RelayCtx<'_>,
+    reusable: bool,
+    keep_alive: bool,
+) -> Result<bool, GatewayError> {
+    while conn.buf.len() < n {
+        if let Err(e) = read_some(&mut conn, ctx).await {
+            w.out.clear();
+            return Err(e.into_error(true));
+        }
+    }
+    w.out.extend_from_slice(&conn.buf[..n]);
+    conn.consume(n);
+    if w.flush().await.is_err() {
+        return Ok(false);
+    }
+    release(shard, ctx.provider, conn, reusable);
+    Ok(keep_alive)
+}
+
+async fn relay_stream(
+    shard: &Shard,
+    w: &mut ClientWriter,
+    mut conn: UpConn,
+    mut source: Source,
+    plan: &StreamPlan,
+    ctx: &RelayCtx<'_>,
+) -> Result<bool, GatewayError> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut committed = false;
+    let mut saw_done = false;
+    let mut finished = false;
+    loop {
+        // Move whatever payload has arrived into `pending`.
+        let used = match &mut source {
+            Source::Length(rem) => {
+                let take = (*rem).min(conn.buf.len() as u64) as usize;
+                pending.extend_from_slice(&conn.buf[..take]);
+                *rem -= take as u64;
+                finished = *rem == 0;
+                take
+            }
+            Source::Chunked(dec) => {
+                match dec.decode(&conn.buf, &mut |data| pending.extend_from_slice(data)) {
+                    Ok(used) => {
+                        finished = dec.is_done();
+                        used
+                    }
+                    Err(e) => {
+                        return broken(w, Break::Malformed(format!("{e:?}")), committed, plan).await
+                    }
+                }
+            }
+            Source::UntilClose => {
+                pending.extend_from_slice(&conn.buf);
+                conn.buf.len()
+            }
+        };
+        conn.consume(used);
+
+        // Send what is complete: everything, or for SSE only whole events.
+        let upto = if finished || !plan.sse {
+            pending.len()
+        } else {
+            last_event_end(&pending).unwrap_or(0)
+        };
+        if upto > 0 || finished {
+            if plan.done_check && !saw_done {
+                saw_done = contains_done(&pending[..upto]);
+            }
+            frame(&mut w.out, plan.framing, &pending[..upto]);
+            pending.drain(..upto);
+            committed = true;
+            if finished {
+                if plan.done_check && !saw_done {
+                    return broken(w, Break::NoDone, committed, plan).await;
+                }
+                if plan.framing == Framing::Chunked {
+                    w.out.extend_from_slice(LAST_CHUNK);
+                }
+                if w.flush().await.is_err() {
+                    return Ok(false);
+                }
+                release(shard, ctx.provider, conn, plan.upstream_reusable);
+                return Ok(plan.keep_alive);
+            }
+            if w.flush().await.is_err() {
+                return Ok(false);
+            }
+        }
+
+        match read_some(&mut conn, ctx).await {
+            Ok(()) => {}
+            Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
+            Err(brk) => return broken(w, brk, committed, plan).await,
+        }
+    }
+}
+
+/// Why an upstream body ended early.
+enum Break {
+    Eof,
+    Io(std::io::ErrorKind),
+    Stalled(Duration),
+    TotalTimeout,
+    Malformed(String),
+    NoDone,
+}
+
+impl Break {
+    fn into_error(self, retryable: bool) -> GatewayError {
+        let (kind, msg) = match self {
+            Break::Eof => (
+                ErrorKind::UpstreamFailed,
+                "the upstream closed the connection before the response was complete".to_string(),
+            ),
+            Break::Io(k) => (
+                ErrorKind::UpstreamFailed,
+                format!("reading the upstream response failed: {k}"),
+            ),
+            Break::Stalled(d) => (
+                ErrorKind::UpstreamTimeout,
+                format!("the upstream sent nothing for {} ms", d.as_millis()),
+            ),
+            Break::TotalTimeout => (
+                ErrorKind::UpstreamTimeout,
+                "the request exceeded total_timeout".to_string(),
+            ),
+            Break::Malformed(what) => (
+                ErrorKind::UpstreamFailed,
+                format!("the upstream sent a malformed body: {what}"),
+            ),
+            Break::NoDone => (
+                ErrorKind::UpstreamFailed,
+                "the upstream ended the stream without [DONE]".to_string(),
+            ),
+        };
+        let mut e = GatewayError::new(kind, msg);
+        e.retryable = retryable;
+        e
+    }
+}
+
+/// Reads more upstream bytes within the idle timeout and the request deadline.
+async fn read_some(conn: &mut UpConn, ctx: &RelayCtx<'_>) -> Result<(), Break> {
+    let left = ctx
+        .deadline
+        .checked_duration_since(Instant::now())
+        .unwrap_or_default();
+    if left.is_zero() {
+        return Err(Break::TotalTimeout);
+    }
+    let (wait, brk) = if left < ctx.idle_timeout {
+        (left, Break::TotalTimeout)
+    } else {
+        (ctx.idle_timeout, Break::Stalled(ctx.idle_timeout))
+    };
+    match monoio::time::timeout(wait, conn.read_more()).await {
+        Ok(Ok(0)) => Err(Break::Eof),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Break::Io(e.kind())),
+        Err(_) => Err(brk),
+    }
+}
+
+/// Ends a response whose upstream failed. Before anything was sent this is a failover-able
+/// error; after, the client is told in-band (SSE) and the connection closes unfinished.
+async fn broken(
+    w: &mut ClientWriter,
+    brk: Break,
+    committed: bool,
+    plan: &StreamPlan,
+) -> Result<bool, GatewayError> {
+    if !committed {
+        w.out.clear();
+        return Err(brk.into_error(true));
+    }
+    let err = brk.into_error(false);
+    log::warn!("stream broken after its first byte: {}", err.message);
+    if plan.sse {
+        let mut event = Vec::with_capacity(160);
+        event.extend_from_slice(b"data: ");
+        err.write_body(&mut event);
+        event.extend_from_slice(b"\n\n");
+        frame(&mut w.out, plan.framing, &event);
+    }
+    let _ = w.flush().await;
+    Ok(false)
+}
+
+fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
+    match framing {
+        Framing::Chunked => write_chunk(out, data),
+        _ => out.extend_from_slice(data),
+    }
+}
+
+fn contains_done(events: &[u8]) -> bool {
+    memmem::find(events, b"[DONE]").is_some()
+}
+
+/// Returns a connection to the pool when its response was read to the end.
+fn release(shard: &Shard, provider: usize, conn: UpConn, reusable: bool) {
+    if reusable && conn.buf.is_empty() {
+        shard.pool.borrow_mut().put(provider, conn, Instant::now());
+    }
+}
+
+/// The client's response head: upstream status and end-to-end headers, Berry's own headers,
+/// and the framing Berry chose.
+fn write_head(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    ubuf: &[u8],
+    framing: Framing,
+    ctx: &RelayCtx<'_>,
+    keep_alive: bool,
+) {
+    write_status_line(out, head.status, &ubuf[head.reason.clone()]);
+    let listed = head.header(ubuf, "connection");
+    for h in &head.headers {
+        let name = &ubuf[h.name.clone()];
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"x-berry-backend")
+            || listed.is_some_and(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-request-id") {
+            // Keep the upstream's own id under another name: the client's id is Berry's.
+            write_header(out, b"x-upstream-request-id", &ubuf[h.value.clone()]);
+            continue;
+        }
+        write_header(out, name, &ubuf[h.value.clone()]);
+    }
+    write_header(out, b"x-request-id", ctx.request_id.as_bytes());
+    write_header(out, b"x-berry-backend", ctx.backend.as_bytes());
+    match framing {
+        Framing::Empty if head.status == 204 || head.status == 304 => {}
+        Framing::Empty => write_content_length(out, 0),
+        Framing::Length(n) => write_content_length(out, n),
+        Framing::Chunked => write_header(out, b"transfer-encoding", b"chunked"),
+        Framing::Close => {}
+    }
+    if !keep_alive {
+        write_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,265 @@
+//! One client connection: read a request head, dispatch it, repeat while keep-alive allows.
+//!
+//! The connection is split into a reader and a writer so that a proxied request can watch the
+//! client socket for a disconnect while the upstream answer is relayed on the writer.
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::api::{self, Endpoint};
+use crate::config::ServerSettings;
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::head::{parse_request, HeadError, Method, RequestBody, RequestHead};
+use crate::server::respond;
+use crate::shard::Shard;
+
+/// Initial capacity of a connection's read and write buffers.
+const CONN_BUF_BYTES: usize = 8 * 1024;
+
+pub struct ClientReader {
+    pub rd: OwnedReadHalf<TcpStream>,
+    /// Bytes received and not yet consumed (the current request and anything pipelined after it).
+    pub buf: Vec<u8>,
+    /// The client half-closed or vanished; no further request can be read.
+    pub eof: bool,
+}
+
+pub struct ClientWriter {
+    pub wr: OwnedWriteHalf<TcpStream>,
+    /// Reusable output buffer; `flush` writes and clears it.
+    pub out: Vec<u8>,
+}
+
+pub struct Client {
+    pub r: ClientReader,
+    pub w: ClientWriter,
+}
+
+impl ClientReader {
+    /// Reads more bytes onto `buf` within `timeout`. `Ok(0)` is EOF.
+    pub async fn read_more(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 2048 {
+            self.buf.reserve(CONN_BUF_BYTES);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        match monoio::time::timeout(timeout, self.rd.read(buf.slice_mut(len..))).await {
+            Ok((res, slice)) => {
+                self.buf = slice.into_inner();
+                if matches!(res, Ok(0)) {
+                    self.eof = true;
+                }
+                res
+            }
+            Err(_) => {
+                // The dropped read owned the buffer; start a fresh one. Bytes of a request
+                // that never completed are not worth keeping.
+                self.buf = Vec::with_capacity(CONN_BUF_BYTES);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client read timed out",
+                ))
+            }
+        }
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        if n >= self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..n);
+        }
+    }
+}
+
+impl ClientWriter {
+    /// Writes all of `out` and clears it.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let (res, mut out) = self.wr.write_all(out).await;
+        out.clear();
+        self.out = out;
+        res.map(|_| ())
+    }
+}
+
+/// Decrements a shard counter when dropped, so every exit path is counted.
+struct Gauge<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Gauge<'a> {
+    fn enter(c: &'a std::cell::Cell<usize>) -> Gauge<'a> {
+        c.set(c.get() + 1);
+        Gauge(c)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _open = Gauge::enter(&shard.conns_open);
+    let _ = stream.set_nodelay(true);
+    let routes = shard.routes();
+    let limits = routes.config.server.clone();
+    drop(routes);
+    let (rd, wr) = stream.into_split();
+    let mut c = Client {
+        r: ClientReader {
+            rd,
+            buf: Vec::with_capacity(CONN_BUF_BYTES),
+            eof: false,
+        },
+        w: ClientWriter {
+            wr,
+            out: Vec::with_capacity(CONN_BUF_BYTES),
+        },
+    };
+    if shard.conns_open.get() > limits.connections_per_shard_max {
+        let err = GatewayError::new(ErrorKind::Overloaded, "too many connections; retry shortly");
+        respond::error(&mut c.w.out, &err, None, false);
+        let _ = c.w.flush().await;
+        return;
+    }
+    loop {
+        let head = match read_head(&mut c.r, &limits).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(err) => {
+                respond::error(&mut c.w.out, &err, None, false);
+                let _ = c.w.flush().await;
+                return;
+            }
+        };
+        let _busy = Gauge::enter(&shard.conns_busy);
+        let keep_alive = dispatch(&shard, &mut c, head, &limits).await;
+        if !keep_alive || shard.draining.get() || c.r.eof {
+            return;
+        }
+    }
+}
+
+/// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
+/// requests, which is not an error.
+async fn read_head(
+    r: &mut ClientReader,
+    limits: &ServerSettings,
+) -> Result<Option<RequestHead>, GatewayError> {
+    let mut started: Option<Instant> = if r.buf.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
+    loop {
+        if !r.buf.is_empty() {
+            match parse_request(&r.buf, limits.header_bytes_max, limits.headers_count_max) {
+                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(None) => {}
+                Err(e) => return Err(head_error(e)),
+            }
+        }
+        let timeout = match started {
+            None => limits.client_idle_timeout,
+            Some(t) => match limits.client_header_timeout.checked_sub(t.elapsed()) {
+                Some(left) => left,
+                None => {
+                    return Err(GatewayError::new(
+                        ErrorKind::RequestTimeout,
+                        "request head not received in time",
+                    ))
+                }
+            },
+        };
+        match r.read_more(timeout).await {
+            Ok(0) | Err(_) if started.is_none() => return Ok(None),
+            Ok(0) => return Ok(None),
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(GatewayError::new(
+                    ErrorKind::RequestTimeout,
+                    "request head not received in time",
+                ))
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+fn head_error(e: HeadError) -> GatewayError {
+    match e {
+        HeadError::TooLarge => GatewayError::new(
+            ErrorKind::HeadersTooLarge,
+            "request head is larger than the server accepts",
+        ),
+        HeadError::TooManyHeaders => GatewayError::new(
+            ErrorKind::HeadersTooLarge,
+            "request has more headers than the server accepts",
+        ),
+        HeadError::Malformed(what) => {
+            GatewayError::new(ErrorKind::BadRequest, format!("malformed request: {what}"))
+        }
+        HeadError::BadFraming(what) => GatewayError::new(
+            ErrorKind::BadRequest,
+            format!("bad message framing: {what}"),
+        ),
+        HeadError::UnsupportedVersion => GatewayError::new(
+            ErrorKind::VersionNotSupported,
+            "only HTTP/1.0 and HTTP/1.1 are supported",
+        ),
+    }
+}
+
+/// Routes one request; returns whether the connection may carry another.
+async fn dispatch(
+    shard: &Rc<Shard>,
+    c: &mut Client,
+    head: RequestHead,
+    limits: &ServerSettings,
+) -> bool {
+    let routes = shard.routes();
+    let endpoint = api::route(head.method, head.path(&c.r.buf));
+    match endpoint {
+        Ok(Endpoint::Proxy(path)) => crate::proxy::handle(shard, &routes, c, head, path).await,
+        Ok(local) => {
+            let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
+            let answer = api::local(&routes, local, &head, &c.r.buf);
+            // Local endpoints take no body; skip a small one so keep-alive survives.
+            let mut keep = head.keep_alive && super::body::skip(&mut c.r, &head, limits).await;
+            c.r.consume(head.head_len);
+            match answer {
+                Ok((status, body)) => {
+                    respond::json(&mut c.w.out, status, &body, Some(&request_id), keep);
+                    if head.method == Method::Head {
+                        // Same head as GET, content-length included, but no body.
+                        let len = c.w.out.len() - body.len();
+                        c.w.out.truncate(len);
+                    }
+                }
+                Err(err) => respond::error(&mut c.w.out, &err, Some(&request_id), keep),
+            }
+            keep &= c.w.flush().await.is_ok();
+            keep
+        }
+        Err(err) => {
+            let keep = head.keep_alive && super::body::skip(&mut c.r, &head, limits).await;
+            c.r.consume(head.head_len);
+            respond::error(&mut c.w.out, &err, None, keep);
+            c.w.flush().await.is_ok() && keep
+        }
+    }
+}
+
+/// True when the request announces a body.
+pub fn has_body(head: &RequestHead) -> bool {
+    !matches!(head.body, RequestBody::None | RequestBody::Length(0))
+}

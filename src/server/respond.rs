@@ -1,0 +1,52 @@
+//! Writing responses that Berry itself generates (errors, JSON views).
+//!
+//! Every gateway-generated error goes through [`error`]: one place decides its status line,
+//! headers and OpenAI-shaped body. Such responses carry `x-berry-error` so a client can tell
+//! them from an upstream's own errors.
+
+use crate::error::GatewayError;
+use crate::http::encode::{write_content_length, write_header, write_status_line};
+
+/// Appends a complete JSON response to `out`.
+pub fn json(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    request_id: Option<&str>,
+    keep_alive: bool,
+) {
+    write_status_line(out, status, b"");
+    write_header(out, b"content-type", b"application/json");
+    write_common(out, request_id, keep_alive);
+    write_content_length(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Appends a complete error response to `out`.
+pub fn error(out: &mut Vec<u8>, err: &GatewayError, request_id: Option<&str>, keep_alive: bool) {
+    let mut body = Vec::with_capacity(128 + err.message.len());
+    err.write_body(&mut body);
+    write_status_line(out, err.status(), b"");
+    write_header(out, b"content-type", b"application/json");
+    write_header(out, b"x-berry-error", err.kind.code().as_bytes());
+    if err.kind == crate::error::ErrorKind::Unauthorized {
+        write_header(out, b"www-authenticate", b"Bearer");
+    }
+    if let Some(allow) = err.allow {
+        write_header(out, b"allow", allow.as_bytes());
+    }
+    write_common(out, request_id, keep_alive);
+    write_content_length(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+}
+
+fn write_common(out: &mut Vec<u8>, request_id: Option<&str>, keep_alive: bool) {
+    if let Some(id) = request_id {
+        write_header(out, b"x-request-id", id.as_bytes());
+    }
+    if !keep_alive {
+        write_header(out, b"connection", b"close");
+    }
+}

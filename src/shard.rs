@@ -1,0 +1,165 @@
+//! `Shard`: everything one core owns, and its accept loop.
+//!
+//! A shard is one pinned thread running one monoio runtime. Its state (routes snapshot,
+//! upstream pools, RNG, counters) lives in `Rc`/`Cell`/`RefCell`: never shared with another
+//! thread. New routes or addresses arrive as [`ShardMsg`]s polled by a timer task.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use monoio::io::Canceller;
+use monoio::net::TcpListener;
+
+use crate::control::ShardMsg;
+use crate::routes::{AddressTable, Routes};
+use crate::runtime::Shutdown;
+use crate::upstream::pool::Pool;
+
+/// How often a shard polls its inbox and the shutdown flag.
+const TICK: Duration = Duration::from_millis(50);
+/// How long a draining shard waits for requests in flight before it closes them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ShardInit {
+    pub id: usize,
+    pub routes: Arc<Routes>,
+    pub addresses: Arc<AddressTable>,
+    pub inbox: Receiver<ShardMsg>,
+    pub shutdown: Shutdown,
+}
+
+pub struct Shard {
+    pub id: usize,
+    /// The routes every new request starts from. Swapped whole; a request keeps the `Rc`
+    /// it started with, so it sees exactly one snapshot. The `Rc` layer is deliberate: cloning
+    /// it per request is a plain increment, where cloning the `Arc` would bounce a cache line
+    /// shared by every shard.
+    #[allow(clippy::redundant_allocation)]
+    routes: RefCell<Rc<Arc<Routes>>>,
+    addresses: RefCell<Arc<AddressTable>>,
+    pub pool: RefCell<Pool>,
+    pub rng: RefCell<fastrand::Rng>,
+    /// Client connections open on this shard.
+    pub conns_open: Cell<usize>,
+    /// Client connections with a request in progress (what draining waits for).
+    pub conns_busy: Cell<usize>,
+    pub draining: Cell<bool>,
+}
+
+impl Shard {
+    #[allow(clippy::redundant_allocation)]
+    pub fn routes(&self) -> Rc<Arc<Routes>> {
+        self.routes.borrow().clone()
+    }
+
+    /// Resolved addresses of a provider (possibly empty when DNS failed).
+    pub fn addresses(&self, provider: usize) -> Vec<std::net::SocketAddr> {
+        self.addresses
+            .borrow()
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn apply(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Addresses(table) => *self.addresses.borrow_mut() = table,
+        }
+    }
+}
+
+/// The shard's main future: accept until shutdown, then drain.
+pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("shard {}: cannot adopt listener: {e}", init.id);
+            return;
+        }
+    };
+    let settings = &init.routes.config.settings;
+    let pool = Pool::new(
+        init.routes.config.providers.len(),
+        settings.pool_idle_per_backend_max,
+        settings.pool_idle_timeout,
+    );
+    let shard = Rc::new(Shard {
+        id: init.id,
+        routes: RefCell::new(Rc::new(init.routes.clone())),
+        addresses: RefCell::new(init.addresses.clone()),
+        pool: RefCell::new(pool),
+        rng: RefCell::new(fastrand::Rng::new()),
+        conns_open: Cell::new(0),
+        conns_busy: Cell::new(0),
+        draining: Cell::new(false),
+    });
+    let accept_stop = Rc::new(RefCell::new(Some(Canceller::new())));
+    monoio::spawn(ticker(
+        shard.clone(),
+        init.inbox,
+        init.shutdown,
+        accept_stop.clone(),
+    ));
+    accept_loop(&shard, &listener, &accept_stop).await;
+    drop(listener);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shard.conns_busy.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    stop: &Rc<RefCell<Option<Canceller>>>,
+) {
+    loop {
+        let handle = match stop.borrow().as_ref() {
+            Some(c) => c.handle(),
+            None => return,
+        };
+        match listener.cancelable_accept(handle).await {
+            Ok((stream, _peer)) => {
+                monoio::spawn(crate::server::conn::serve(shard.clone(), stream));
+            }
+            Err(e) => {
+                if shard.draining.get() {
+                    return;
+                }
+                // EMFILE and friends: back off briefly instead of spinning.
+                log::warn!("shard {}: accept failed: {e}", shard.id);
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn ticker(
+    shard: Rc<Shard>,
+    inbox: Receiver<ShardMsg>,
+    shutdown: Shutdown,
+    accept_stop: Rc<RefCell<Option<Canceller>>>,
+) {
+    let mut last_reap = Instant::now();
+    loop {
+        monoio::time::sleep(TICK).await;
+        while let Ok(msg) = inbox.try_recv() {
+            shard.apply(msg);
+        }
+        let now = Instant::now();
+        if now.duration_since(last_reap) >= Duration::from_secs(1) {
+            last_reap = now;
+            shard.pool.borrow_mut().reap(now);
+        }
+        if shutdown.is_triggered() && !shard.draining.get() {
+            shard.draining.set(true);
+            if let Some(c) = accept_stop.borrow_mut().take() {
+                c.cancel();
+            }
+            return;
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! One upstream connection, plain TCP or TLS, with the owned-buffer I/O both share.
+//!
+//! A connection carries its own read buffer so that bytes read past the end of one response are
+//! never lost and the buffer's capacity is reused across requests while pooled.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio_rustls::ClientTlsStream;
+use rustls::pki_types::ServerName;
+
+/// Initial capacity of a connection's read buffer; grows for large heads, shrinks never.
+const READ_BUF_BYTES: usize = 16 * 1024;
+
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream<TcpStream>>),
+}
+
+pub struct UpConn {
+    io: Io,
+    /// Bytes read from the upstream and not yet consumed.
+    pub buf: Vec<u8>,
+    /// Requests served on this connection; 0 means fresh (a failure on it is not "stale").
+    pub uses: u32,
+}
+
+impl UpConn {
+    /// Connects to `addr` within `timeout`; performs the TLS handshake when `tls` is given.
+    pub async fn connect(
+        addr: SocketAddr,
+        tls: Option<(&Arc<rustls::ClientConfig>, &ServerName<'static>)>,
+        timeout: Duration,
+    ) -> io::Result<UpConn> {
+        let fut = async {
+            let tcp = TcpStream::connect_addr(addr).await?;
+            // Requests are written in one piece; Nagle would only add latency to the next one.
+            let _ = tcp.set_nodelay(true);
+            let io = match tls {
+                None => Io::Plain(tcp),
+                Some((cfg, name)) => {
+                    let connector = monoio_rustls::TlsConnector::from(cfg.clone());
+                    let s = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                        io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string())
+                    })?;
+                    Io::Tls(Box::new(s))
+                }
+            };
+            Ok::<_, io::Error>(io)
+        };
+        match monoio::time::timeout(timeout, fut).await {
+            Ok(Ok(io)) => Ok(UpConn {
+                io,
+                buf: Vec::with_capacity(READ_BUF_BYTES),
+                uses: 0,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+
+    /// Writes all of `data` and hands the buffer back.
+    pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, data) = match &mut self.io {
+            Io::Plain(s) => s.write_all(data).await,
+            Io::Tls(s) => {
+                let (r, d) = s.write_all(data).await;
+                if r.is_ok() {
+                    // rustls buffers records; make sure they reach the socket now.
+                    let f = monoio::io::AsyncWriteRent::flush(&mut **s).await;
+                    (f.map(|_| 0), d)
+                } else {
+                    (r, d)
+                }
+            }
+        };
+        (res.map(|_| ()), data)
+    }
+
+    /// Reads more bytes onto the end of `self.buf`; returns how many (0 = EOF).
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(READ_BUF_BYTES);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let (res, slice) = match &mut self.io {
+            Io::Plain(s) => s.read(buf.slice_mut(len..)).await,
+            Io::Tls(s) => s.read(buf.slice_mut(len..)).await,
+        };
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Drops the first `n` bytes of the read buffer (they were consumed).
+    pub fn consume(&mut self, n: usize) {
+        if n >= self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..n);
+        }
+    }
+}

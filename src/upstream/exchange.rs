@@ -1,0 +1,197 @@
+//! Sending one request to one provider and reading the response head.
+//!
+//! A pooled connection the upstream has already closed is the normal failure of keep-alive
+//! pools; when it fails before any response byte, the request is sent once more on a fresh
+//! connection. That retry is not a failover: the same backend, the same attempt.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::head::{parse_response, Method, ResponseHead};
+use crate::routes::ProviderRoute;
+use crate::shard::Shard;
+use crate::upstream::conn::UpConn;
+
+/// Limits applied to upstream response heads.
+pub struct HeadLimits {
+    pub bytes_max: usize,
+    pub count_max: usize,
+}
+
+/// Sends `req` (head and body, ready to write) and waits for the response head.
+/// Every error is an upstream fault that happened before any byte reached the client.
+pub async fn send(
+    shard: &Shard,
+    provider: usize,
+    route: &ProviderRoute,
+    req: &mut Vec<u8>,
+    connect_timeout: Duration,
+    deadline: Instant,
+    limits: &HeadLimits,
+) -> Result<(UpConn, ResponseHead), GatewayError> {
+    let mut fresh_only = false;
+    loop {
+        let pooled = if fresh_only {
+            None
+        } else {
+            shard.pool.borrow_mut().take(provider, Instant::now())
+        };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => connect(shard, provider, route, connect_timeout.min(left(deadline)?)).await?,
+        };
+        let (res, buf) = conn.write_all(std::mem::take(req)).await;
+        *req = buf;
+        if let Err(e) = res {
+            if reused {
+                fresh_only = true;
+                continue;
+            }
+            return Err(GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                format!("sending the request failed: {}", e.kind()),
+            ));
+        }
+        let wait = route.first_byte_timeout.min(left(deadline)?);
+        match read_head(&mut conn, wait, limits).await {
+            Ok(head) => {
+                conn.uses += 1;
+                return Ok((conn, head));
+            }
+            Err(HeadFailure::ClosedEarly) if reused => fresh_only = true,
+            Err(f) => return Err(f.into_error(wait)),
+        }
+    }
+}
+
+/// Time left before `deadline`, or the total-timeout error.
+pub fn left(deadline: Instant) -> Result<Duration, GatewayError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            GatewayError::upstream(
+                ErrorKind::UpstreamTimeout,
+                "the request exceeded total_timeout",
+            )
+        })
+}
+
+async fn connect(
+    shard: &Shard,
+    provider: usize,
+    route: &ProviderRoute,
+    timeout: Duration,
+) -> Result<UpConn, GatewayError> {
+    let addrs = shard.addresses(provider);
+    if addrs.is_empty() {
+        return Err(GatewayError::upstream(
+            ErrorKind::UpstreamFailed,
+            "the upstream host name did not resolve",
+        ));
+    }
+    let tls = route.tls.as_ref().map(|(cfg, name)| (cfg, name));
+    let mut last = io::Error::other("no address");
+    for addr in addrs {
+        match UpConn::connect(addr, tls, timeout).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+    }
+    Err(if last.kind() == io::ErrorKind::TimedOut {
+        GatewayError::upstream(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "connecting to the upstream timed out after {} ms",
+                timeout.as_millis()
+            ),
+        )
+    } else {
+        GatewayError::upstream(
+            ErrorKind::UpstreamFailed,
+            format!("connecting to the upstream failed: {}", last.kind()),
+        )
+    })
+}
+
+enum HeadFailure {
+    /// EOF or reset before a single response byte: typical of a stale pooled connection.
+    ClosedEarly,
+    Io(io::ErrorKind),
+    TimedOut,
+    Malformed(String),
+}
+
+impl HeadFailure {
+    fn into_error(self, wait: Duration) -> GatewayError {
+        match self {
+            HeadFailure::ClosedEarly => GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                "the upstream closed the connection without answering",
+            ),
+            HeadFailure::Io(kind) => GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                format!("reading the upstream response failed: {kind}"),
+            ),
+            HeadFailure::TimedOut => GatewayError::upstream(
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "the upstream sent no response head within {} ms",
+                    wait.as_millis()
+                ),
+            ),
+            HeadFailure::Malformed(what) => GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                format!("the upstream sent a malformed response: {what}"),
+            ),
+        }
+    }
+}
+
+async fn read_head(
+    conn: &mut UpConn,
+    wait: Duration,
+    limits: &HeadLimits,
+) -> Result<ResponseHead, HeadFailure> {
+    let deadline = Instant::now() + wait;
+    let mut got_any = !conn.buf.is_empty();
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_response(&conn.buf, Method::Post, limits.bytes_max, limits.count_max) {
+                // Interim responses (100 Continue, 103 Early Hints) precede the real one.
+                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    conn.consume(head.head_len);
+                    continue;
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(HeadFailure::Malformed(format!("{e:?}"))),
+            }
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Err(HeadFailure::TimedOut);
+        };
+        match monoio::time::timeout(left, conn.read_more()).await {
+            Ok(Ok(0)) if !got_any => return Err(HeadFailure::ClosedEarly),
+            Ok(Ok(0)) => {
+                return Err(HeadFailure::Malformed(
+                    "connection closed inside the response head".into(),
+                ))
+            }
+            Ok(Ok(_)) => got_any = true,
+            Ok(Err(e))
+                if !got_any
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                return Err(HeadFailure::ClosedEarly)
+            }
+            Ok(Err(e)) => return Err(HeadFailure::Io(e.kind())),
+            Err(_) => return Err(HeadFailure::TimedOut),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::both_drivers;
+use crate::support::*;
+
+fn gw_with(driver: berry::config::DriverChoice, extra: &str) -> (Gateway, Upstream) {
+    let a = upstream(|_| json_reply(200, r#"{"ok":1}"#));
+    let gw = gateway(&config_two(a.addr, a.addr, extra), driver);
+    (gw, a)
+}
+
+const BOB: &str = r#"
+[users.bob]
+name = "Bob"
+token = "tok-bob-0123456789abcdef"
+allowed_models = ["other"]
+
+[models.other]
+name = "other-model"
+[[models.other.backends]]
+provider = "alpha"
+model = "up-model-a"
+"#;
+
+both_drivers! {
+    fn malformed_json_missing_model_unknown_model(driver) {
+        let (gw, up) = gw_with(driver, "");
+        let v = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model": "gpt-test",}"#)).assert_error(400);
+        assert_eq!(v["error"]["code"], "invalid_json");
+        let v = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"messages":[]}"#)).assert_error(400);
+        assert_eq!(v["error"]["code"], "missing_model");
+        let v = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"nope"}"#)).assert_error(404);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        let v = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":7}"#)).assert_error(400);
+        assert_eq!(v["error"]["code"], "invalid_json");
+        assert_eq!(up.count(), 0, "nothing reaches an upstream");
+    }
+
+    fn auth_failures_are_401_and_forbidden_model_is_403(driver) {
+        let (gw, up) = gw_with(driver, BOB);
+        let body = r#"{"model":"gpt-test"}"#;
+        let r = send_raw(gw.addr, &post_with("/v1/chat/completions", body, ""));
+        r.assert_error(401);
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        send_raw(gw.addr, &post_with("/v1/chat/completions", body, "authorization: Basic abc\r\n")).assert_error(401);
+        send_raw(gw.addr, &post_with("/v1/chat/completions", body, "authorization: Bearer wrong-token-0000000000\r\n")).assert_error(401);
+        let bob = "authorization: Bearer tok-bob-0123456789abcdef\r\n";
+        let v = send_raw(gw.addr, &post_with("/v1/chat/completions", body, bob)).assert_error(403);
+        assert_eq!(v["error"]["code"], "model_access_denied");
+        // Bob may not force a backend either.
+        let forced = r#"{"model":"other-model","backend":"alpha"}"#;
+        send_raw(gw.addr, &post_with("/v1/chat/completions", forced, bob)).assert_error(403);
+        // ...but may use his model, by display name or by key.
+        assert_eq!(send_raw(gw.addr, &post_with("/v1/chat/completions", r#"{"model":"other-model"}"#, bob)).status, 200);
+        assert_eq!(send_raw(gw.addr, &post_with("/v1/chat/completions", r#"{"model":"other"}"#, bob)).status, 200);
+        assert_eq!(up.count(), 2);
+    }
+
+    fn unknown_path_wrong_method_wrong_type_no_length(driver) {
+        let (gw, _up) = gw_with(driver, "");
+        let v = send_raw(gw.addr, b"GET /v2/nothing HTTP/1.1\r\nhost: x\r\n\r\n").assert_error(404);
+        assert_eq!(v["error"]["code"], "unknown_url");
+        let r = send_raw(gw.addr, format!("GET /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\n\r\n").as_bytes());
+        r.assert_error(405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        let raw = format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi");
+        send_raw(gw.addr, raw.as_bytes()).assert_error(415);
+        let raw = format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n\r\n");
+        send_raw(gw.addr, raw.as_bytes()).assert_error(411);
+    }
+
+    fn oversized_body_and_headers(driver) {
+        let (gw, up) = gw_with(driver, "[server]\nbody_bytes_max = 1024\nheader_bytes_max = 2048\n");
+        let big = format!(r#"{{"model":"gpt-test","pad":"{}"}}"#, "x".repeat(2000));
+        send_raw(gw.addr, &post("/v1/chat/completions", &big)).assert_error(413);
+        // Chunked bodies are limited as they are decoded.
+        let mut raw = format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n").into_bytes();
+        raw.extend(chunk(&big));
+        raw.extend(b"0\r\n\r\n");
+        send_raw(gw.addr, &raw).assert_error(413);
+        let huge = format!("GET /health HTTP/1.1\r\nx-pad: {}\r\n\r\n", "y".repeat(4000));
+        send_raw(gw.addr, huge.as_bytes()).assert_error(431);
+        assert_eq!(up.count(), 0);
+    }
+
+    fn garbage_request_line_is_400_and_http2_preface_is_505(driver) {
+        let (gw, _up) = gw_with(driver, "");
+        send_raw(gw.addr, b"HELLO\r\n\r\n").assert_error(400);
+        send_raw(gw.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").assert_error(505);
+    }
+
+    fn slow_client_gets_408(driver) {
+        let (gw, _up) = gw_with(driver, "[server]\nclient_header_timeout_ms = 300\n");
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+        let mut out = String::new();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+
+    fn error_then_keep_alive_still_works(driver) {
+        let (gw, up) = gw_with(driver, "");
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        s.write_all(&post("/v1/chat/completions", r#"{"model":"nope"}"#)).unwrap();
+        assert_eq!(read_response(&mut r).status, 404);
+        s.write_all(&post_with("/v1/chat/completions", r#"{"model":"gpt-test"}"#, "authorization: Bearer bad-token-0000000000\r\n")).unwrap();
+        assert_eq!(read_response(&mut r).status, 401);
+        s.write_all(&post("/v1/chat/completions", r#"{"model":"gpt-test"}"#)).unwrap();
+        assert_eq!(read_response(&mut r).status, 200);
+        assert_eq!(up.count(), 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! One integration binary. Each module boots the real gateway on 127.0.0.1:0 in front of
+//! scripted mock upstreams and checks what crosses the wire, under both I/O drivers.
+
+mod support;
+
+/// Local endpoints: models, health; the CLI's config validation.
+mod endpoints;
+/// Every bad input gets the right status and an OpenAI error envelope.
+mod errors;
+/// Failover and what never fails over.
+mod failover;
+/// Forwarding: rewrite, headers, request ids, keep-alive pooling.
+mod proxy;
+/// SSE relay, broken streams, client disconnects.
+mod streaming;

@@ -1,0 +1,159 @@
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::both_drivers;
+use crate::support::*;
+
+const STREAM: &str = r#"{"model":"gpt-test","backend":"alpha","stream":true,"messages":[]}"#;
+
+fn sse(pieces: &[&str], end: bool) -> Vec<u8> {
+    let mut r = SSE_HEAD.as_bytes().to_vec();
+    for p in pieces {
+        r.extend(chunk(p));
+    }
+    if end {
+        r.extend(b"0\r\n\r\n");
+    }
+    r
+}
+
+both_drivers! {
+    fn sse_is_relayed_byte_exact_with_event_and_id_lines(driver) {
+        // Events split across chunks at awkward places, with comments, event: and id: fields.
+        let pieces = [
+            ": keep-alive comment\n\n",
+            "event: delta\nid: 1\ndata: {\"choices\":[{\"delta\":{\"content\":\"Hel",
+            "lo\"}}]}\n\nid: 2\r\ndata: {\"x\":2}\r\n\r\n",
+            "data: [DONE]\n\n",
+        ];
+        let a = upstream(move |_| Reply::Raw(sse(&pieces, true)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("text/event-stream"));
+        assert_eq!(r.header("x-berry-backend"), Some("alpha"));
+        assert!(r.clean_end, "a complete stream ends with the last chunk");
+        assert_eq!(r.text(), pieces.concat());
+    }
+
+    fn events_arrive_as_they_are_produced(driver) {
+        let pieces: Vec<Vec<u8>> = vec![
+            SSE_HEAD.as_bytes().to_vec(),
+            chunk("data: {\"n\":1}\n\n"),
+            chunk("data: {\"n\":2}\n\n"),
+            chunk("data: [DONE]\n\n"),
+            b"0\r\n\r\n".to_vec(),
+        ];
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(300)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(&post("/v1/chat/completions", STREAM)).unwrap();
+        let start = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The first event must arrive long before the stream ends (~1.2 s): no buffering.
+        while !String::from_utf8_lossy(&got).contains("{\"n\":1}") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let first = start.elapsed();
+        assert!(first < Duration::from_millis(900), "first event after {first:?}");
+        assert!(!String::from_utf8_lossy(&got).contains("[DONE]"));
+    }
+
+    fn broken_stream_ends_with_an_error_event_and_no_clean_end(driver) {
+        let pieces: Vec<Vec<u8>> = vec![
+            SSE_HEAD.as_bytes().to_vec(),
+            chunk("data: {\"n\":1}\n\n"),
+            // Half an event, then the upstream dies.
+            chunk("data: {\"n\":"),
+        ];
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(50)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert_eq!(r.status, 200);
+        assert!(!r.clean_end, "a broken stream must not end cleanly");
+        let text = r.text();
+        assert!(text.starts_with("data: {\"n\":1}\n\ndata: {\"error\":"), "{text}");
+        assert!(!text.contains("{\"n\":\n"), "the half event is never sent: {text}");
+        assert!(text.ends_with("\n\n"));
+        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\ndata: ").trim()).unwrap();
+        assert_eq!(err["error"]["code"], "upstream_failed");
+        assert_eq!(b.count(), 0, "no failover after the first byte");
+    }
+
+    fn stream_without_done_is_reported_as_broken(driver) {
+        let a = upstream(|_| Reply::Raw(sse(&["data: {\"n\":1}\n\n"], true)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert!(!r.clean_end);
+        assert!(r.text().contains("without [DONE]"), "{}", r.text());
+    }
+
+    fn stalled_stream_times_out_with_an_error_event(driver) {
+        let mut first = SSE_HEAD.as_bytes().to_vec();
+        first.extend(chunk("data: {\"n\":1}\n\n"));
+        let a = upstream(move |_| Reply::Paced(vec![first.clone(), chunk("data: late\n\n")], Duration::from_secs(5)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let start = Instant::now();
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert!(start.elapsed() < Duration::from_secs(4), "stream_idle_timeout_ms (1.5 s) must end it");
+        assert!(!r.clean_end);
+        assert!(r.text().starts_with("data: {\"n\":1}\n\ndata: {\"error\""), "{}", r.text());
+        assert!(r.text().contains("upstream_timeout"), "{}", r.text());
+    }
+
+    fn stall_before_the_first_event_is_a_504_not_a_stream(driver) {
+        // Headers only, then silence: nothing was committed, so the client gets a real status.
+        let a = upstream(|_| Reply::Paced(vec![SSE_HEAD.as_bytes().to_vec(), chunk("data: late\n\n")], Duration::from_secs(5)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        r.assert_error(504);
+    }
+
+    fn stream_failing_before_first_event_fails_over(driver) {
+        // Headers, then the connection drops before any event: nothing reached the client yet.
+        let a = upstream(|_| Reply::Paced(vec![SSE_HEAD.as_bytes().to_vec()], Duration::ZERO));
+        let b = upstream(|_| Reply::Raw(sse(&["data: {\"from\":\"b\"}\n\n", "data: [DONE]\n\n"], true)));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let body = r#"{"model":"gpt-test","stream":true}"#;
+        for _ in 0..4 {
+            let r = send_raw(gw.addr, &post("/v1/chat/completions", body));
+            assert_eq!(r.status, 200);
+            assert!(r.clean_end);
+            assert_eq!(r.header("x-berry-backend"), Some("beta"));
+        }
+    }
+
+    fn client_disconnect_cancels_the_upstream(driver) {
+        let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
+        for i in 0..100 {
+            pieces.push(chunk(&format!("data: {{\"n\":{i}}}\n\n")));
+        }
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(30)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(&post("/v1/chat/completions", STREAM)).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut first = [0u8; 64];
+        r.read_exact(&mut first).unwrap();
+        drop(r);
+        drop(s);
+        // The upstream notices within a few events (its writes fail once Berry closed).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while a.aborted.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "upstream was not cancelled");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
