@@ -393,3 +393,23 @@ macro_rules! both_drivers {
         )*
     };
 }
+
+/// A file in the temp dir, removed when dropped (CA bundles, config files for child processes).
+pub struct TempFile {
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes `contents` to a fresh file whose name ends with `suffix` (unique per process and call).
+pub fn temp_file(suffix: &str, contents: &str) -> TempFile {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("berry-it-{}-{n}-{suffix}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    TempFile { path }
+}
