@@ -123,7 +123,7 @@ async fn accept_loop(
         };
         match listener.cancelable_accept(handle).await {
             Ok((stream, _peer)) => {
-                monoio::spawn(crate::server::conn::serve(shard.clone(), stream));
+                monoio::spawn(Guarded(crate::server::conn::serve(shard.clone(), stream)));
             }
             Err(e) => {
                 if shard.draining.get() {
@@ -160,6 +160,31 @@ async fn ticker(
                 c.cancel();
             }
             return;
+        }
+    }
+}
+
+/// Runs a connection task so that a panic in it ends only that connection. monoio does not
+/// catch panics in tasks (for speed); uncaught, one bad request would unwind through the
+/// runtime and take down every connection of the shard.
+struct Guarded<F>(F);
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Guarded<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: structural pinning of the only field; `Guarded` never moves it.
+        let inner = unsafe { self.map_unchecked_mut(|g| &mut g.0) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                // The panic hook has already printed the message; the connection is dropped.
+                log::error!("a connection task panicked; its connection was closed");
+                std::task::Poll::Ready(())
+            }
         }
     }
 }

@@ -113,3 +113,40 @@ both_drivers! {
         assert_eq!(up.count(), 1);
     }
 }
+
+both_drivers! {
+    fn random_garbage_never_takes_the_shard_down(driver) {
+        let (gw, _up) = gw_with(driver, "");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let prefixes: [&[u8]; 4] = [b"", b"POST /v1/chat/completions HTTP/1.1\r\n", b"GET / HTTP/1.1\r\n", b"POST /v1/embeddings HTTP/1.1\r\ncontent-length: 5\r\n\r\n"];
+        for i in 0..200 {
+            let mut data = prefixes[i % prefixes.len()].to_vec();
+            let len = (next() % 300) as usize;
+            data.extend((0..len).map(|_| {
+                let b = next() as u8;
+                // Bias towards bytes that matter to the parsers.
+                match b % 8 {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2 => b':',
+                    _ => b,
+                }
+            }));
+            if let Ok(mut s) = TcpStream::connect(gw.addr) {
+                let _ = s.write_all(&data);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        }
+        let r = send_raw(gw.addr, b"GET /v1/health HTTP/1.1\r\n\r\n");
+        assert_eq!(r.status, 200);
+    }
+}
