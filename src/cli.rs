@@ -62,6 +62,9 @@ enum Command {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    // Before any thread exists (the log writer included): every thread inherits the mask, so
+    // SIGINT/SIGTERM can only be taken by `wait_for_signal` and always mean "drain and stop".
+    block_signals();
     crate::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -139,7 +142,6 @@ fn serve(
         Some(Driver::Epoll) => DriverChoice::Epoll,
         None => cfg.server.driver,
     };
-    block_signals();
     let shutdown = Shutdown::new();
     let server = start(cfg, addr, workers, driver, true, shutdown.clone())?;
     wait_for_signal(&shutdown);

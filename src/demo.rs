@@ -77,7 +77,6 @@ token = "{DEMO_TOKEN}"
 }
 
 pub fn run(port: u16) -> Result<(), String> {
-    crate::cli::block_signals();
     let any: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "bad address")?;
     let fast = mock::spawn(mock_args("fast", 20, 0.0), any)?;
     let slow = mock::spawn(mock_args("slow", 300, 0.0), any)?;

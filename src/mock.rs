@@ -74,7 +74,6 @@ pub fn run_cli(args: MockArgs) -> Result<(), String> {
         args.workers.max(1)
     );
     let shutdown = crate::runtime::Shutdown::new();
-    crate::cli::block_signals();
     crate::cli::wait_for_signal(&shutdown);
     Ok(())
 }

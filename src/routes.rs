@@ -35,6 +35,8 @@ impl UpstreamPath {
 
 /// How to reach one provider.
 pub struct ProviderRoute {
+    /// The provider's config id (for logs; never a secret).
+    pub id: String,
     /// `POST <path> HTTP/1.1\r\n` per [`UpstreamPath`].
     pub request_lines: [Vec<u8>; 3],
     /// `host`, `authorization` and the provider's own headers, each ending in CRLF.
@@ -144,6 +146,7 @@ fn provider_route(
         }
     };
     Ok(ProviderRoute {
+        id: p.id.clone(),
         request_lines,
         fixed_headers: fixed,
         tls,

@@ -22,8 +22,9 @@ pub(super) fn users(
 ) -> Vec<User> {
     let table = raw.map(S::into_inner).unwrap_or_default();
     if table.is_empty() && !allow_anonymous {
-        let msg = "no users are defined and `server.allow_anonymous` is false, so every \
-                   request will be rejected";
+        let msg = "no users are defined: every request is anonymous and may use every model; \
+                   Berry serves that only on a loopback address unless `server.allow_anonymous` \
+                   is true";
         cx.sink
             .push(Severity::Warning, None, "users", msg.to_string());
     }

@@ -90,11 +90,9 @@ pub async fn relay(
 
     let source = match head.body {
         ResponseBody::None => {
-            if w.flush().await.is_err() {
-                return Ok(false);
-            }
+            // The upstream is done with this response: pool it before waiting on the client.
             release(shard, ctx.provider, conn, upstream_reusable);
-            return Ok(keep_alive);
+            return Ok(w.flush().await.is_ok() && keep_alive);
         }
         ResponseBody::Length(n) if !sse && n <= ctx.buffer_bytes_max as u64 => {
             return relay_buffered(
@@ -140,11 +138,8 @@ async fn relay_buffered(
     }
     w.out.extend_from_slice(&conn.buf[..n]);
     conn.consume(n);
-    if w.flush().await.is_err() {
-        return Ok(false);
-    }
     release(shard, ctx.provider, conn, reusable);
-    Ok(keep_alive)
+    Ok(w.flush().await.is_ok() && keep_alive)
 }
 
 async fn relay_stream(
@@ -207,11 +202,8 @@ async fn relay_stream(
                 if plan.framing == Framing::Chunked {
                     w.out.extend_from_slice(LAST_CHUNK);
                 }
-                if w.flush().await.is_err() {
-                    return Ok(false);
-                }
                 release(shard, ctx.provider, conn, plan.upstream_reusable);
-                return Ok(plan.keep_alive);
+                return Ok(w.flush().await.is_ok() && plan.keep_alive);
             }
             if w.flush().await.is_err() {
                 return Ok(false);

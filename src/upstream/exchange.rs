@@ -97,7 +97,12 @@ async fn connect(
     for addr in addrs {
         match UpConn::connect(addr, tls, timeout).await {
             Ok(c) => return Ok(c),
-            Err(e) => last = e,
+            Err(e) => {
+                // The full reason (e.g. a TLS certificate error) goes to the log only; clients
+                // get the kind, never addresses.
+                log::warn!("provider `{}`: connecting to {addr} failed: {e}", route.id);
+                last = e;
+            }
         }
     }
     Err(if last.kind() == io::ErrorKind::TimedOut {

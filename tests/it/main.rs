@@ -3,6 +3,8 @@
 
 mod support;
 
+/// The real binary under a seccomp filter: io_uring refused, epoll fallback, clean SIGTERM.
+mod driver;
 /// Local endpoints: models, health; the CLI's config validation.
 mod endpoints;
 /// Every bad input gets the right status and an OpenAI error envelope.
@@ -13,3 +15,5 @@ mod failover;
 mod proxy;
 /// SSE relay, broken streams, client disconnects.
 mod streaming;
+/// HTTPS upstreams: a private CA via `ca_file`, streaming and pooling over TLS.
+mod tls;

@@ -13,7 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::both_drivers;
 use crate::support::*;
 
-const JSON_BODY: &str = r#"{"id":"tls-1","model":"up-model","choices":[{"message":{"content":"héllo \"tls\""}}]}"#;
+const JSON_BODY: &str =
+    r#"{"id":"tls-1","model":"up-model","choices":[{"message":{"content":"héllo \"tls\""}}]}"#;
 const EVENTS: [&str; 3] = [
     "data: {\"n\":1}\n\n",
     "data: {\"n\":2}\n\n",
@@ -51,7 +52,8 @@ fn pki() -> Pki {
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     leaf.subject_alt_names
         .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.is_ca = IsCa::NoCa;
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -73,13 +75,16 @@ fn pki() -> Pki {
     }
 }
 
+/// Method, path and (lower-cased) headers of one request the TLS mock read.
+type TlsSeen = (String, String, Vec<(String, String)>);
+
 /// The TLS mock upstream and what it observed.
 #[derive(Clone, Default)]
 struct Observed {
     /// TCP connections accepted.
     conns: Arc<AtomicUsize>,
     /// Requests read (method, path, headers) after a completed handshake.
-    requests: Arc<Mutex<Vec<(String, String, Vec<(String, String)>)>>>,
+    requests: Arc<Mutex<Vec<TlsSeen>>>,
     /// Server-side TLS errors (e.g. the client's alert on an untrusted chain).
     tls_errors: Arc<Mutex<Vec<String>>>,
     /// SSE events the test client has seen so far (set by [`Watch`]).
@@ -274,29 +279,33 @@ both_drivers! {
         let up = tls_upstream(pki.server.clone());
         let gw = gateway(&https_config(up.addr.port(), Some(&ca.path)), driver);
 
+        // One keep-alive client connection, so each request starts only after the previous
+        // response (and its upstream connection's return to the pool) is complete.
+        let s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut rd = BufReader::new(Watch { inner: &s, raw: Vec::new(), acks: up.seen.acks.clone() });
+
         // 1: JSON, on a fresh TLS connection that then goes to the pool.
-        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        (&s).write_all(&post("/v1/chat/completions", CHAT)).unwrap();
+        let r = read_response(&mut rd);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.body, JSON_BODY.as_bytes());
 
-        // 2: SSE from a new client connection; the mock sends each event only after the
-        // client has received the previous one, so a buffering relay shows up as a stall.
-        let s = TcpStream::connect(gw.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        // 2: SSE. The mock sends each event only after the client has received the previous
+        // one, so a relay that buffers shows up as a stall.
         (&s).write_all(&post("/v1/chat/completions", STREAM)).unwrap();
-        let mut rd = BufReader::new(Watch { inner: &s, raw: Vec::new(), acks: up.seen.acks.clone() });
         let r = read_response(&mut rd);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("content-type"), Some("text/event-stream"));
         assert!(r.clean_end, "the stream ends with the last chunk");
         assert_eq!(r.text(), format!("{}{DONE}", EVENTS.concat()));
         assert_eq!(up.seen.stalls.load(Ordering::SeqCst), 0, "events were relayed as produced");
-        drop(rd);
-        drop(s);
 
         // 3: JSON again, after the stream ended cleanly.
-        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        (&s).write_all(&post("/v1/chat/completions", CHAT)).unwrap();
+        let r = read_response(&mut rd);
         assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, JSON_BODY.as_bytes());
 
         assert_eq!(up.seen.requests.lock().unwrap().len(), 3);
         assert_eq!(up.seen.conns.load(Ordering::SeqCst), 1, "one pooled TLS connection for all three");
@@ -314,13 +323,13 @@ both_drivers! {
         assert_eq!(v["error"]["type"], "upstream_error", "{v}");
         assert!(up.seen.requests.lock().unwrap().is_empty(), "no request may cross an untrusted channel");
         assert!(up.seen.conns.load(Ordering::SeqCst) >= 1, "the handshake was attempted");
-        // The client aborted the handshake with an alert about the unknown issuer.
+        // The gateway hung up inside the handshake (monoio-rustls sends no alert, so the mock
+        // sees an EOF): the failure is the untrusted chain, not the TCP connection.
         let deadline = Instant::now() + Duration::from_secs(5);
         while up.seen.tls_errors.lock().unwrap().is_empty() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        let errs = up.seen.tls_errors.lock().unwrap().clone();
-        assert!(errs.iter().any(|e| e.contains("UnknownCA")), "{errs:?}");
+        assert!(!up.seen.tls_errors.lock().unwrap().is_empty(), "the handshake never completed");
         // The shard survived: the next request is answered too.
         let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
         r.assert_error(502);

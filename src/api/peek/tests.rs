@@ -396,6 +396,100 @@ fn write_json_string_round_trips() {
     }
 }
 
+#[test]
+fn rewrite_reserves_exactly_once() {
+    let body = br#"{"backend":"b","model":"m","x":"\u0000"}"#;
+    let p = peek(body, DEPTH).unwrap();
+    for (model, drop) in [
+        ("gpt-4o", true),
+        ("\u{1}\"tiny", false),
+        ("a-very-long-upstream-model-name", true),
+    ] {
+        let mut out = Vec::new();
+        rewrite(body, &p, model, drop, &mut out);
+        assert_eq!(
+            out.capacity(),
+            out.len(),
+            "reserve must be exact so nothing grows later"
+        );
+    }
+}
+
+/// Every short byte sequence over the UTF-8 boundary values, at every 8-byte alignment: the fused
+/// validator must agree with `std::str::from_utf8`.
+#[test]
+fn utf8_validation_matches_std() {
+    const A: &[u8] = &[
+        0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec,
+        0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff,
+    ];
+    let mut n = 0usize;
+    for len in 1..=4u32 {
+        for mut code in 0..A.len().pow(len) {
+            let mut seq = Vec::new();
+            for _ in 0..len {
+                seq.push(A[code % A.len()]);
+                code /= A.len();
+            }
+            n += 1;
+            let pad = "x".repeat(n % 9);
+            let body = [format!("{{\"a\":\"{pad}").as_bytes(), &seq, b"x\"}"].concat();
+            let want = std::str::from_utf8(&seq).is_ok();
+            let got = peek(&body, DEPTH);
+            assert_eq!(got.is_ok(), want, "{seq:x?}: {got:?}");
+            if !want {
+                assert!(
+                    matches!(got, Err(PeekError::InvalidUtf8 { .. })),
+                    "{seq:x?}"
+                );
+            }
+        }
+    }
+}
+
+/// A control character, quote, backslash or bad UTF-8 byte at every offset of a long string, on
+/// both the SWAR and the memchr paths.
+#[test]
+fn long_strings_find_every_special_byte() {
+    let plain = "p".repeat(700);
+    for at in (0..700).step_by(7).chain(250..270) {
+        for (bad, kind_want) in [
+            ("\u{1}", "Syntax"),
+            ("\u{1f}", "Syntax"),
+            ("é", ""),
+            ("\\n", ""),
+            ("\\q", "Syntax"),
+        ] {
+            let body = format!("{{\"a\":\"{}{bad}{}\"}}", &plain[..at], &plain[at..]);
+            let got = peek(body.as_bytes(), DEPTH);
+            assert_eq!(
+                got.as_ref().err().map(kind).unwrap_or(""),
+                kind_want,
+                "{bad:?} at {at}"
+            );
+            if let Err(PeekError::Syntax { offset, .. }) = got {
+                assert_eq!(offset, 6 + at, "{bad:?} at {at}");
+            }
+        }
+        let mut raw = format!("{{\"a\":\"{plain}\"}}").into_bytes();
+        raw[6 + at] = 0xff;
+        assert_eq!(
+            peek(&raw, DEPTH),
+            Err(PeekError::InvalidUtf8 { offset: 6 + at })
+        );
+        raw[6 + at] = b'"';
+        assert!(matches!(peek(&raw, DEPTH), Err(PeekError::Syntax { .. })));
+    }
+    let unterminated = format!("{{\"a\":\"{plain}");
+    assert_eq!(
+        peek(unterminated.as_bytes(), DEPTH),
+        Err(PeekError::Syntax {
+            offset: 706,
+            what: "unterminated string"
+        })
+    );
+}
+
 // ---- differential test -------------------------------------------------------------------------
 
 struct Rng(u64);
@@ -464,7 +558,16 @@ fn ws(r: &mut Rng, o: &mut Vec<u8>) {
 
 fn string(r: &mut Rng, o: &mut Vec<u8>) {
     o.push(b'"');
-    for _ in 0..r.below(3) {
+    // Now and then a long one, to cross the 8-byte SWAR steps and the 256-byte memchr runs.
+    let pieces = if r.pct(5) {
+        20 + r.below(200)
+    } else {
+        r.below(3)
+    };
+    if r.pct(3) {
+        o.extend_from_slice(&b"abcdefghijklmnopqrstuvwxyz".repeat(r.below(30)));
+    }
+    for _ in 0..pieces {
         o.extend_from_slice(r.pick(STRINGS).as_bytes());
     }
     o.push(b'"');

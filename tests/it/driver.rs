@@ -1,0 +1,303 @@
+//! The real binary under a seccomp filter that refuses io_uring the way Docker's default profile
+//! does (EPERM): `auto` must fall back to epoll and serve, `--driver uring` must fail clearly.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// `AUDIT_ARCH_*` from linux/audit.h: the ELF machine | 64-bit | little-endian.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64 (EM_X86_64 = 62)
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64 (EM_AARCH64 = 183)
+
+/// Offsets into `struct seccomp_data`.
+const NR_OFFSET: u32 = 0;
+const ARCH_OFFSET: u32 = 4;
+
+const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// io_uring_setup/enter/register → EPERM; every other syscall (and any other arch) → allowed.
+/// Jump offsets count instructions skipped after the current one.
+static DENY_IO_URING: [libc::sock_filter; 8] = [
+    /* 0 */ insn(LD_ABS, 0, 0, ARCH_OFFSET), // A = seccomp_data.arch
+    /* 1 */ insn(JEQ, 0, 5, AUDIT_ARCH), // not our ABI → 7 (allow)
+    /* 2 */ insn(LD_ABS, 0, 0, NR_OFFSET), // A = seccomp_data.nr
+    /* 3 */ insn(JEQ, 2, 0, libc::SYS_io_uring_setup as u32), // → 6 (deny)
+    /* 4 */ insn(JEQ, 1, 0, libc::SYS_io_uring_enter as u32), // → 6 (deny)
+    /* 5 */ insn(JEQ, 0, 1, libc::SYS_io_uring_register as u32), // → 6 (deny) / 7
+    /* 6 */ insn(RET, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+    /* 7 */ insn(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+];
+
+/// Installs [`DENY_IO_URING`] in the calling (forked, not yet exec'd) process. Only
+/// async-signal-safe calls: no allocation, no locks.
+fn deny_io_uring() -> std::io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: DENY_IO_URING.len() as libc::c_ushort,
+        filter: DENY_IO_URING.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl calls; `prog` points at a static filter and outlives the call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A running `berry serve`; killed and reaped on drop so a failed assertion never leaks it.
+struct Berry {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+    _config: TempFile,
+}
+
+impl Drop for Berry {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Berry {
+    fn spawn(config: &str, seccomp: bool, extra_args: &[&str]) -> Berry {
+        let config = temp_file("berry.toml", config);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berry"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config.path)
+            .args(["--workers", "2"])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .env_remove("MONOIO_FORCE_LEGACY_DRIVER")
+            .env_remove("CONFIG_PATH")
+            .env_remove("BIND_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if seccomp {
+            // SAFETY: the hook only calls prctl (async-signal-safe) between fork and exec.
+            unsafe {
+                cmd.pre_exec(deny_io_uring);
+            }
+        }
+        let mut child = cmd.spawn().expect("berry binary starts");
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Berry {
+            child,
+            stderr,
+            reader: Some(reader),
+            _config: config,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Polls until berry has logged that it listens (start-up is over, the main thread waits
+    /// for signals) and `addr` accepts; panics (with stderr) if berry exits first.
+    fn wait_ready(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("berry exited early ({status}):\n{}", self.finish_stderr());
+            }
+            if self.stderr().contains("listening on") && TcpStream::connect(addr).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berry never accepted on {addr}:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berry did not exit within {limit:?}:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// All of stderr, once the process has exited (the pipe reaches EOF).
+    fn finish_stderr(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.stderr()
+    }
+
+    fn sigterm(&self) {
+        // SAFETY: signalling our own child by pid; it is not reaped yet, so the pid is still ours.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM)");
+    }
+}
+
+/// A loopback address that was free a moment ago (bound to port 0, then released).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// No users (anonymous is allowed on loopback), one plain-HTTP provider.
+fn serve_config(bind: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+bind_address = "{bind}"
+
+[providers.up]
+name = "Up"
+base_url = "http://{upstream}"
+api_key = "sk-up-secret-0000000000"
+models = ["up-model"]
+
+[models.chat]
+name = "gpt-test"
+[[models.chat.backends]]
+provider = "up"
+model = "up-model"
+"#
+    )
+}
+
+/// Boots berry (auto driver), proxies one chat request, stops it with SIGTERM, and returns
+/// everything it wrote to stderr.
+fn serve_one_request_then_sigterm(seccomp: bool) -> String {
+    let up = upstream(|_| json_reply(200, r#"{"ok":"driver"}"#));
+    let addr = free_addr();
+    let mut berry = Berry::spawn(&serve_config(addr, up.addr), seccomp, &[]);
+    berry.wait_ready(addr);
+    let r = send_raw(
+        addr,
+        &post_with(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-test","messages":[]}"#,
+            "",
+        ),
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), berry.stderr());
+    assert_eq!(r.text(), r#"{"ok":"driver"}"#);
+    assert_eq!(up.count(), 1);
+    berry.sigterm();
+    let status = berry.wait_exit(Duration::from_secs(5));
+    let stderr = berry.finish_stderr();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status}:\n{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_seccomp_refuses_io_uring() {
+    let stderr = serve_one_request_then_sigterm(true);
+    assert!(stderr.contains("I/O driver: epoll,epoll"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn auto_uses_io_uring_when_allowed() {
+    if !monoio::utils::detect_uring() {
+        eprintln!("skipped: io_uring is not available to this test process");
+        return;
+    }
+    let stderr = serve_one_request_then_sigterm(false);
+    assert!(stderr.contains("I/O driver: io_uring,io_uring"), "{stderr}");
+}
+
+#[test]
+fn forced_uring_fails_clearly_when_seccomp_refuses_it() {
+    let up = upstream(|_| json_reply(200, "{}"));
+    let addr = free_addr();
+    let mut berry = Berry::spawn(&serve_config(addr, up.addr), true, &["--driver", "uring"]);
+    let status = berry.wait_exit(Duration::from_secs(5));
+    let stderr = berry.finish_stderr();
+    assert!(!status.success(), "must fail, got {status}:\n{stderr}");
+    assert!(stderr.contains("io_uring unavailable"), "{stderr}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing may keep listening"
+    );
+    assert_eq!(up.count(), 0);
+}
+
+/// Regression: SIGTERM right after start-up must drain, never kill. The log writer thread used
+/// to be spawned before signals were blocked, so the kernel could hand it the signal (exit 143).
+#[test]
+fn sigterm_at_any_moment_after_start_exits_cleanly() {
+    let up = upstream(|_| json_reply(200, "{}"));
+    for _ in 0..5 {
+        let addr = free_addr();
+        let mut berry = Berry::spawn(&serve_config(addr, up.addr), false, &[]);
+        // Only wait for the port: the signal arrives while start-up may still be logging.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "berry never listened:\n{}",
+                berry.stderr()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        berry.sigterm();
+        let status = berry.wait_exit(Duration::from_secs(5));
+        assert!(
+            status.success(),
+            "exit status {status}:\n{}",
+            berry.finish_stderr()
+        );
+    }
+}
