@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod mock;
