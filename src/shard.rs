@@ -13,6 +13,7 @@ use crossbeam_channel::Receiver;
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
+use crate::balance::local::LocalBalance;
 use crate::control::ShardMsg;
 use crate::routes::{AddressTable, Routes};
 use crate::runtime::Shutdown;
@@ -41,6 +42,8 @@ pub struct Shard {
     routes: RefCell<Rc<Arc<Routes>>>,
     addresses: RefCell<Arc<AddressTable>>,
     pub pool: RefCell<Pool>,
+    /// Strategy state, outcome trackers and circuit breakers of every model's backends.
+    pub balance: RefCell<LocalBalance>,
     pub rng: RefCell<fastrand::Rng>,
     /// Client connections open on this shard.
     pub conns_open: Cell<usize>,
@@ -91,6 +94,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         routes: RefCell::new(Rc::new(init.routes.clone())),
         addresses: RefCell::new(init.addresses.clone()),
         pool: RefCell::new(pool),
+        balance: RefCell::new(LocalBalance::new(&init.routes.config)),
         rng: RefCell::new(fastrand::Rng::new()),
         conns_open: Cell::new(0),
         conns_busy: Cell::new(0),

@@ -39,6 +39,9 @@ pub struct Peek {
     pub backend: Option<Field>,
     /// Top-level `"stream_options": {"include_usage": true}`.
     pub stream_options_include_usage: bool,
+    /// Offset of the first top-level `messages`, `prompt` or `input` value: where the prompt
+    /// starts, for prefix-affinity routing.
+    pub prompt_start: Option<usize>,
 }
 
 /// A top-level string member found by [`peek`].
@@ -250,15 +253,18 @@ enum Slot {
     Backend,
     Options,
     IncludeUsage,
+    /// `messages` / `prompt` / `input`: only its start is recorded, duplicates are fine.
+    Prompt,
 }
 
-const SLOT_NAMES: [&str; 6] = [
+const SLOT_NAMES: [&str; 7] = [
     "",
     "model",
     "stream",
     "backend",
     "stream_options",
     "stream_options.include_usage",
+    "messages",
 ];
 
 fn classify(depth: usize, key: &[u8]) -> Slot {
@@ -268,6 +274,7 @@ fn classify(depth: usize, key: &[u8]) -> Slot {
         (1, b"backend") => Slot::Backend,
         (1, b"stream_options") => Slot::Options,
         (2, b"include_usage") => Slot::IncludeUsage,
+        (1, b"messages" | b"prompt" | b"input") => Slot::Prompt,
         _ => Slot::None,
     }
 }
@@ -400,6 +407,10 @@ impl Scanner<'_> {
                 self.out.stream_options_include_usage = self.b[self.pos..].starts_with(b"true");
                 None
             }
+            Slot::Prompt => {
+                self.out.prompt_start.get_or_insert(self.pos);
+                None
+            }
             Slot::Options | Slot::None => None,
         };
         if let Some(expected) = wrong {
@@ -456,7 +467,7 @@ impl Scanner<'_> {
                 classify(depth, raw)
             };
             let bit = 1u8 << slot as u8;
-            if slot != Slot::None && self.seen & bit != 0 {
+            if !matches!(slot, Slot::None | Slot::Prompt) && self.seen & bit != 0 {
                 let field = SLOT_NAMES[slot as usize];
                 self.deferred.get_or_insert(PeekError::Duplicate { field });
             }

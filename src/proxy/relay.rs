@@ -24,6 +24,24 @@ use crate::upstream::conn::UpConn;
 /// Trailer bytes accepted after a chunked upstream body.
 const TRAILER_BYTES_MAX: usize = 16 * 1024;
 
+/// How a relay that sent something ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relayed {
+    /// The client connection may carry another request.
+    pub keep_alive: bool,
+    /// The upstream failed after the first byte (broken, stalled, or no `[DONE]`).
+    pub upstream_broke: bool,
+}
+
+impl Relayed {
+    fn done(keep_alive: bool) -> Relayed {
+        Relayed {
+            keep_alive,
+            upstream_broke: false,
+        }
+    }
+}
+
 /// What the relay needs to know about the request it answers.
 pub struct RelayCtx<'a> {
     pub request_id: &'a str,
@@ -37,6 +55,8 @@ pub struct RelayCtx<'a> {
     pub buffer_bytes_max: usize,
     pub idle_timeout: Duration,
     pub deadline: Instant,
+    /// The strategy had to choose among unavailable backends; said in `x-berry-degraded`.
+    pub degraded: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,7 +92,7 @@ pub async fn relay(
     mut conn: UpConn,
     head: ResponseHead,
     ctx: &RelayCtx<'_>,
-) -> Result<bool, GatewayError> {
+) -> Result<Relayed, GatewayError> {
     let sse = head
         .header(&conn.buf, "content-type")
         .is_some_and(|v| v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream"));
@@ -92,7 +112,7 @@ pub async fn relay(
         ResponseBody::None => {
             // The upstream is done with this response: pool it before waiting on the client.
             release(shard, ctx.provider, conn, upstream_reusable);
-            return Ok(w.flush().await.is_ok() && keep_alive);
+            return Ok(Relayed::done(w.flush().await.is_ok() && keep_alive));
         }
         ResponseBody::Length(n) if !sse && n <= ctx.buffer_bytes_max as u64 => {
             return relay_buffered(
@@ -117,7 +137,9 @@ pub async fn relay(
         upstream_reusable: upstream_reusable && !matches!(source, Source::UntilClose),
         keep_alive,
     };
-    relay_stream(shard, w, conn, source, &plan, ctx).await
+    // Boxed: a stream lives long enough that one allocation is nothing, and keeping its
+    // state out of line keeps every short request's future small.
+    Box::pin(relay_stream(shard, w, conn, source, &plan, ctx)).await
 }
 
 /// A small fixed-length body: read it whole, then send head and body in one write.
@@ -129,7 +151,7 @@ async fn relay_buffered(
     ctx: &RelayCtx<'_>,
     reusable: bool,
     keep_alive: bool,
-) -> Result<bool, GatewayError> {
+) -> Result<Relayed, GatewayError> {
     while conn.buf.len() < n {
         if let Err(e) = read_some(&mut conn, ctx).await {
             w.out.clear();
@@ -139,7 +161,7 @@ async fn relay_buffered(
     w.out.extend_from_slice(&conn.buf[..n]);
     conn.consume(n);
     release(shard, ctx.provider, conn, reusable);
-    Ok(w.flush().await.is_ok() && keep_alive)
+    Ok(Relayed::done(w.flush().await.is_ok() && keep_alive))
 }
 
 async fn relay_stream(
@@ -149,7 +171,7 @@ async fn relay_stream(
     mut source: Source,
     plan: &StreamPlan,
     ctx: &RelayCtx<'_>,
-) -> Result<bool, GatewayError> {
+) -> Result<Relayed, GatewayError> {
     let mut pending: Vec<u8> = Vec::new();
     let mut committed = false;
     let mut saw_done = false;
@@ -203,10 +225,10 @@ async fn relay_stream(
                     w.out.extend_from_slice(LAST_CHUNK);
                 }
                 release(shard, ctx.provider, conn, plan.upstream_reusable);
-                return Ok(w.flush().await.is_ok() && plan.keep_alive);
+                return Ok(Relayed::done(w.flush().await.is_ok() && plan.keep_alive));
             }
             if w.flush().await.is_err() {
-                return Ok(false);
+                return Ok(Relayed::done(false));
             }
         }
 
@@ -291,7 +313,7 @@ async fn broken(
     brk: Break,
     committed: bool,
     plan: &StreamPlan,
-) -> Result<bool, GatewayError> {
+) -> Result<Relayed, GatewayError> {
     if !committed {
         w.out.clear();
         return Err(brk.into_error(true));
@@ -306,7 +328,10 @@ async fn broken(
         frame(&mut w.out, plan.framing, &event);
     }
     let _ = w.flush().await;
-    Ok(false)
+    Ok(Relayed {
+        keep_alive: false,
+        upstream_broke: true,
+    })
 }
 
 fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
@@ -357,6 +382,13 @@ fn write_head(
     }
     write_header(out, b"x-request-id", ctx.request_id.as_bytes());
     write_header(out, b"x-berry-backend", ctx.backend.as_bytes());
+    if ctx.degraded {
+        write_header(
+            out,
+            b"x-berry-degraded",
+            b"no available backend; tried an unavailable one",
+        );
+    }
     match framing {
         Framing::Empty if head.status == 204 || head.status == 304 => {}
         Framing::Empty => write_content_length(out, 0),

@@ -95,7 +95,9 @@ async fn connect(
     let tls = route.tls.as_ref().map(|(cfg, name)| (cfg, name));
     let mut last = io::Error::other("no address");
     for addr in addrs {
-        match UpConn::connect(addr, tls, timeout).await {
+        // Boxed: the TLS handshake future is large and rare; inline it would be copied
+        // around with every request's future.
+        match Box::pin(UpConn::connect(addr, tls, timeout)).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 // The full reason (e.g. a TLS certificate error) goes to the log only; clients

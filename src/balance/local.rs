@@ -1,0 +1,132 @@
+//! One shard's balancing state for every model: a [`Balancer`] per model, and per backend the
+//! outcome tracker and the circuit breaker. Owned by the shard (no locks); rebuilt with the
+//! routes. When the shared snapshot lands, breakers and the cross-shard parts of the trackers
+//! move there and this keeps what is truly local (in-flight counts, strategy state).
+
+use std::time::{Duration, Instant};
+
+use super::outcome::OutcomeClass;
+use super::tracker::BackendStats;
+use super::{filter, BackendView, Balancer, Choice, PickRequest};
+use crate::config::Config;
+use crate::health::breaker::{Admission, Breaker, BreakerConfig, Event};
+
+pub struct LocalBalance {
+    balancers: Vec<Balancer>,
+    stats: Vec<Vec<BackendStats>>,
+    breakers: Vec<Vec<Breaker>>,
+    breaker_cfg: BreakerConfig,
+    /// Reused per pick so that picking never allocates.
+    candidates: Vec<usize>,
+    views: Vec<BackendView>,
+}
+
+/// What became of one attempt, for the tracker and the breaker.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub class: OutcomeClass,
+    /// From sending the request to the response head (or to the failure).
+    pub elapsed: Duration,
+    /// A 429's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl LocalBalance {
+    pub fn new(config: &Config) -> LocalBalance {
+        let knobs = &config.settings.smart_ai;
+        let widest = config
+            .models
+            .iter()
+            .map(|m| m.backends.len())
+            .max()
+            .unwrap_or(0);
+        LocalBalance {
+            balancers: config
+                .models
+                .iter()
+                .map(|m| Balancer::new(m.strategy, m, &config.settings))
+                .collect(),
+            stats: config
+                .models
+                .iter()
+                .map(|m| {
+                    m.backends
+                        .iter()
+                        .map(|_| BackendStats::new(knobs))
+                        .collect()
+                })
+                .collect(),
+            breakers: config
+                .models
+                .iter()
+                .map(|m| vec![Breaker::default(); m.backends.len()])
+                .collect(),
+            breaker_cfg: BreakerConfig {
+                failure_threshold: config.settings.circuit_breaker_failure_threshold,
+                open_for: config.settings.circuit_breaker_timeout,
+            },
+            candidates: Vec::with_capacity(widest),
+            views: Vec::with_capacity(widest),
+        }
+    }
+
+    /// Picks a backend of `model` among those `filter` admits, and counts it in flight.
+    /// `None` when no backend is admitted at all.
+    pub fn pick(
+        &mut self,
+        config: &Config,
+        model: usize,
+        filter: &filter::Filter<'_>,
+        req: &PickRequest,
+        now: Instant,
+        rng: &mut fastrand::Rng,
+    ) -> Option<Choice> {
+        let m = &config.models[model];
+        filter::collect(config, m, filter, &mut self.candidates);
+        if self.candidates.is_empty() {
+            return None;
+        }
+        let knobs = &config.settings.smart_ai;
+        self.views.clear();
+        for (i, b) in m.backends.iter().enumerate() {
+            let available = self.breakers[model][i].admission(now) != Admission::Deny;
+            self.views
+                .push(self.stats[model][i].view(b, available, now, knobs));
+        }
+        let choice = self.balancers[model].pick(&self.candidates, &self.views, req, rng)?;
+        let breaker = &mut self.breakers[model][choice.backend];
+        if breaker.admission(now) == Admission::Probe {
+            *breaker = breaker.on(Event::ProbeSent, now, &self.breaker_cfg);
+        }
+        self.stats[model][choice.backend].begin();
+        Some(choice)
+    }
+
+    /// Records how an attempt picked by [`pick`](Self::pick) ended; exactly once per pick.
+    pub fn finish(
+        &mut self,
+        config: &Config,
+        model: usize,
+        backend: usize,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        let knobs = &config.settings.smart_ai;
+        self.stats[model][backend].end(outcome.class, outcome.elapsed, now, knobs);
+        let event = match outcome.class {
+            // A client error says nothing about the backend; for the breaker it proves it is up.
+            OutcomeClass::Success | OutcomeClass::ClientError => Event::Success,
+            OutcomeClass::RateLimited => Event::RateLimited {
+                retry_after: outcome.retry_after,
+            },
+            _ => Event::Failure,
+        };
+        let b = &mut self.breakers[model][backend];
+        *b = b.on(event, now, &self.breaker_cfg);
+    }
+
+    /// The breaker of one backend (for health views).
+    pub fn breaker(&self, model: usize, backend: usize) -> Option<&Breaker> {
+        self.breakers.get(model)?.get(backend)
+    }
+}
