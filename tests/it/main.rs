@@ -13,6 +13,8 @@ mod errors;
 mod failover;
 /// Forwarding: rewrite, headers, request ids, keep-alive pooling.
 mod proxy;
+/// Strategies and circuit breaking, end to end, counting what each upstream received.
+mod routing;
 /// SSE relay, broken streams, client disconnects.
 mod streaming;
 /// HTTPS upstreams: a private CA via `ca_file`, streaming and pooling over TLS.
