@@ -1,54 +1,89 @@
 //! The control thread: the only place that talks to every shard.
 //!
 //! Shards never share mutable state; what must agree across them travels as a closed set of
-//! messages. Today it refreshes upstream DNS off the shards; health checks, the shared
-//! snapshot and reload will live here too. Shards poll their inbox on a timer (monoio's
-//! cross-thread wakers need its `sync` feature, which costs every task a little).
+//! messages. Shards send [`ShardReport`]s (outcomes of their requests); the control thread
+//! folds them into the [`HealthBook`] and publishes a [`Snapshot`] at most
+//! `snapshot_interval_ms` apart. It also refreshes upstream DNS off the shards. Shards poll
+//! their inbox on a timer (monoio's cross-thread wakers need its `sync` feature, which costs
+//! every task a little).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::health::book::HealthBook;
+use crate::health::report::ShardReport;
+use crate::health::snapshot::Snapshot;
 use crate::routes::{resolve_all, AddressTable, Routes};
 use crate::runtime::Shutdown;
 
 /// How often upstream host names are resolved again.
 const DNS_REFRESH: Duration = Duration::from_secs(30);
-/// How often the control thread checks for shutdown.
-const TICK: Duration = Duration::from_millis(50);
+/// Longest wait for a report before checking shutdown and timers.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Everything a shard can be told.
 pub enum ShardMsg {
     /// Fresh upstream addresses, indexed like `Config.providers`.
     Addresses(Arc<AddressTable>),
+    /// The latest health snapshot.
+    Snapshot(Arc<Snapshot>),
 }
 
 pub fn spawn(
     routes: Arc<Routes>,
     shards: Vec<Sender<ShardMsg>>,
+    reports: Receiver<ShardReport>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("berry-control".into())
         .spawn(move || {
+            let settings = &routes.config.settings;
+            let mut book = HealthBook::new(routes.config.clone(), shards.len(), Instant::now());
             let mut last_dns = Instant::now();
             let mut last_table: Option<AddressTable> = None;
+            let mut next_snapshot = Instant::now();
             while !shutdown.is_triggered() {
-                std::thread::sleep(TICK);
-                if last_dns.elapsed() >= DNS_REFRESH {
-                    last_dns = Instant::now();
+                let wait = next_snapshot
+                    .saturating_duration_since(Instant::now())
+                    .min(TICK);
+                match reports.recv_timeout(wait) {
+                    Ok(report) => {
+                        book.apply(&report, Instant::now());
+                        // Drain what else is queued before publishing: one snapshot per burst.
+                        while let Ok(more) = reports.try_recv() {
+                            book.apply(&more, Instant::now());
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                let now = Instant::now();
+                if now >= next_snapshot {
+                    next_snapshot = now + settings.snapshot_interval;
+                    let snap = Arc::new(book.snapshot(now));
+                    broadcast(&shards, || ShardMsg::Snapshot(snap.clone()));
+                }
+                if now.duration_since(last_dns) >= DNS_REFRESH {
+                    last_dns = now;
                     let table = resolve_all(&routes.config);
                     if last_table.as_ref() != Some(&table) {
                         let shared = Arc::new(table.clone());
-                        for s in &shards {
-                            // A full inbox means the shard is stuck; it gets the next refresh.
-                            let _ = s.try_send(ShardMsg::Addresses(shared.clone()));
-                        }
+                        broadcast(&shards, || ShardMsg::Addresses(shared.clone()));
                         last_table = Some(table);
                     }
                 }
             }
         })
+}
+
+/// Sends to every shard without blocking: a full inbox means the shard is stuck, and it will
+/// get the next message instead.
+fn broadcast(shards: &[Sender<ShardMsg>], msg: impl Fn() -> ShardMsg) {
+    for s in shards {
+        let _ = s.try_send(msg());
+    }
 }

@@ -19,6 +19,7 @@ use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::balance::{self, PickRequest};
 use crate::config::{Config, Model};
 use crate::error::{ErrorKind, GatewayError};
+use crate::health::report::OutcomeEvent;
 use crate::http::encode::write_content_length;
 use crate::http::head::{connection_tokens, is_hop_by_hop, RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
@@ -251,11 +252,14 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             provider: p.forced_provider,
         };
         let now = Instant::now();
+        let snapshot = shard.snapshot.borrow().clone();
         let choice = shard.balance.borrow_mut().pick(
             config,
             p.model,
             &filter,
             &pick_req,
+            &snapshot,
+            shard.id,
             now,
             &mut shard.rng.borrow_mut(),
         );
@@ -432,6 +436,13 @@ fn finish_at(
         .balance
         .borrow_mut()
         .finish(config, model, backend, outcome, sent_at + elapsed);
+    shard.recorder.borrow_mut().record(OutcomeEvent {
+        model: model as u32,
+        backend: backend as u32,
+        class,
+        latency_us: elapsed.as_micros().min(u128::from(u32::MAX)) as u32,
+        retry_after_s: retry_after.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+    });
 }
 
 /// The outcome class of a failure Berry observed itself (no usable status).

@@ -150,6 +150,9 @@ pub fn start(
     };
     let (driver_tx, driver_rx) = mpsc::channel::<io::Result<DriverKind>>();
     let mut inboxes = Vec::with_capacity(listeners.len());
+    // Bounded: a stalled control thread makes shards keep (and count) their events instead of
+    // queueing without limit.
+    let (report_tx, report_rx) = crossbeam_channel::bounded(4 * listeners.len().max(1));
     let mut shards = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = crossbeam_channel::bounded::<ShardMsg>(64);
@@ -159,11 +162,12 @@ pub fn start(
         } else {
             Some(cores[i % cores.len()])
         };
-        let (routes, addresses, shutdown, driver_tx) = (
+        let (routes, addresses, shutdown, driver_tx, reports) = (
             routes.clone(),
             addresses.clone(),
             shutdown.clone(),
             driver_tx.clone(),
+            report_tx.clone(),
         );
         let driver = opts.driver;
         let h = std::thread::Builder::new()
@@ -177,6 +181,7 @@ pub fn start(
                     routes,
                     addresses,
                     inbox: rx,
+                    reports,
                     shutdown,
                 };
                 run_on_driver(driver, &driver_tx, move || shard::run(ctx, listener));
@@ -198,7 +203,8 @@ pub fn start(
             Err(_) => return Err(io::Error::other("a shard thread died during startup")),
         }
     }
-    let control = control::spawn(routes, inboxes, shutdown.clone())?;
+    drop(report_tx);
+    let control = control::spawn(routes, inboxes, report_rx, shutdown.clone())?;
     Ok(Server {
         shards,
         control: Some(control),

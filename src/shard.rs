@@ -9,12 +9,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use monoio::io::Canceller;
 use monoio::net::TcpListener;
 
 use crate::balance::local::LocalBalance;
 use crate::control::ShardMsg;
+use crate::health::report::{Recorder, ShardReport};
+use crate::health::snapshot::Snapshot;
 use crate::routes::{AddressTable, Routes};
 use crate::runtime::Shutdown;
 use crate::upstream::pool::Pool;
@@ -29,6 +31,7 @@ pub struct ShardInit {
     pub routes: Arc<Routes>,
     pub addresses: Arc<AddressTable>,
     pub inbox: Receiver<ShardMsg>,
+    pub reports: Sender<ShardReport>,
     pub shutdown: Shutdown,
 }
 
@@ -44,6 +47,10 @@ pub struct Shard {
     pub pool: RefCell<Pool>,
     /// Strategy state, outcome trackers and circuit breakers of every model's backends.
     pub balance: RefCell<LocalBalance>,
+    /// The latest health snapshot from the control thread; replaced whole, read per pick.
+    pub snapshot: RefCell<Arc<Snapshot>>,
+    /// Outcomes not yet reported to the control thread.
+    pub recorder: RefCell<Recorder>,
     pub rng: RefCell<fastrand::Rng>,
     /// Client connections open on this shard.
     pub conns_open: Cell<usize>,
@@ -70,6 +77,7 @@ impl Shard {
     fn apply(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Addresses(table) => *self.addresses.borrow_mut() = table,
+            ShardMsg::Snapshot(snap) => *self.snapshot.borrow_mut() = snap,
         }
     }
 }
@@ -95,6 +103,8 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         addresses: RefCell::new(init.addresses.clone()),
         pool: RefCell::new(pool),
         balance: RefCell::new(LocalBalance::new(&init.routes.config)),
+        snapshot: RefCell::new(Arc::new(Snapshot::default())),
+        recorder: RefCell::new(Recorder::default()),
         rng: RefCell::new(fastrand::Rng::new()),
         conns_open: Cell::new(0),
         conns_busy: Cell::new(0),
@@ -107,6 +117,8 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         init.shutdown,
         accept_stop.clone(),
     ));
+    let interval = init.routes.config.settings.report_interval;
+    monoio::spawn(reporter(shard.clone(), init.reports, interval));
     accept_loop(&shard, &listener, &accept_stop).await;
     drop(listener);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -164,6 +176,39 @@ async fn ticker(
                 c.cancel();
             }
             return;
+        }
+    }
+}
+
+/// Sends this shard's outcomes to the control thread every `interval`, never blocking: when
+/// the channel is full the events stay here for the next report and the miss is counted.
+async fn reporter(shard: Rc<Shard>, reports: Sender<ShardReport>, interval: Duration) {
+    while !shard.draining.get() {
+        monoio::time::sleep(interval).await;
+        let report = {
+            let mut rec = shard.recorder.borrow_mut();
+            let keep = rec.events.len();
+            let events = std::mem::replace(&mut rec.events, Vec::with_capacity(keep));
+            ShardReport {
+                shard: shard.id,
+                events,
+                inflight: shard.balance.borrow().inflight(),
+                dropped_events: std::mem::take(&mut rec.dropped_events),
+                dropped_reports: rec.dropped_reports,
+            }
+        };
+        match reports.try_send(report) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut back)) | Err(TrySendError::Disconnected(mut back)) => {
+                let mut rec = shard.recorder.borrow_mut();
+                rec.dropped_reports += 1;
+                rec.dropped_events += back.dropped_events;
+                // Keep the unsent events ahead of the newer ones, within the bound.
+                back.events.append(&mut rec.events);
+                back.events
+                    .truncate(crate::health::report::REPORT_EVENTS_MAX);
+                rec.events = back.events;
+            }
         }
     }
 }

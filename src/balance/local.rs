@@ -10,6 +10,7 @@ use super::tracker::BackendStats;
 use super::{filter, BackendView, Balancer, Choice, PickRequest};
 use crate::config::Config;
 use crate::health::breaker::{Admission, Breaker, BreakerConfig, Event};
+use crate::health::snapshot::Snapshot;
 
 pub struct LocalBalance {
     balancers: Vec<Balancer>,
@@ -72,12 +73,20 @@ impl LocalBalance {
 
     /// Picks a backend of `model` among those `filter` admits, and counts it in flight.
     /// `None` when no backend is admitted at all.
+    ///
+    /// The strategy inputs that must agree across shards (confidence, recovery stage, latency
+    /// estimates, breaker state) come from the control thread's `snapshot`; this shard's own
+    /// breaker additionally reacts at once to failures it saw itself, before the next snapshot
+    /// could; in-flight counts are this shard's.
+    #[allow(clippy::too_many_arguments)]
     pub fn pick(
         &mut self,
         config: &Config,
         model: usize,
         filter: &filter::Filter<'_>,
         req: &PickRequest,
+        snapshot: &Snapshot,
+        shard: usize,
         now: Instant,
         rng: &mut fastrand::Rng,
     ) -> Option<Choice> {
@@ -89,9 +98,17 @@ impl LocalBalance {
         let knobs = &config.settings.smart_ai;
         self.views.clear();
         for (i, b) in m.backends.iter().enumerate() {
-            let available = self.breakers[model][i].admission(now) != Admission::Deny;
-            self.views
-                .push(self.stats[model][i].view(b, available, now, knobs));
+            let local_ok = self.breakers[model][i].admission(now) != Admission::Deny;
+            let stats = &self.stats[model][i];
+            let view = match snapshot.backend(model, i) {
+                Some(snap) => BackendView {
+                    available: local_ok && snap.admits(shard, now),
+                    inflight: stats.inflight,
+                    ..snap.view.clone()
+                },
+                None => stats.view(b, local_ok, now, knobs),
+            };
+            self.views.push(view);
         }
         let choice = self.balancers[model].pick(&self.candidates, &self.views, req, rng)?;
         let breaker = &mut self.breakers[model][choice.backend];
@@ -123,6 +140,14 @@ impl LocalBalance {
         };
         let b = &mut self.breakers[model][backend];
         *b = b.on(event, now, &self.breaker_cfg);
+    }
+
+    /// In-flight attempts per model and backend, for the shard's report.
+    pub fn inflight(&self) -> Vec<Vec<u32>> {
+        self.stats
+            .iter()
+            .map(|m| m.iter().map(|s| s.inflight).collect())
+            .collect()
     }
 
     /// The breaker of one backend (for health views).

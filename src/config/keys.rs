@@ -194,8 +194,10 @@ static SMART_AI: [Entry; 11] = [
     ignored("health_check_weight", CLI_LEFTOVER),
 ];
 
-static SETTINGS: [Entry; 17] = [
+static SETTINGS: [Entry; 19] = [
     leaf("max_retries"),
+    leaf("report_interval_ms"),
+    leaf("snapshot_interval_ms"),
     leaf("connect_timeout_ms"),
     leaf("first_byte_timeout_ms"),
     leaf("request_timeout_seconds"),

@@ -302,6 +302,10 @@ pub struct Settings {
     /// Below uvicorn/vLLM's 5 s keep-alive, so we close before the server does.
     pub pool_idle_timeout: Duration,
     pub response_buffer_bytes_max: usize,
+    /// How often each shard reports outcomes to the control thread.
+    pub report_interval: Duration,
+    /// Longest gap between two published health snapshots.
+    pub snapshot_interval: Duration,
     pub health_check_interval: Duration,
     pub recovery_check_interval: Duration,
     pub circuit_breaker_failure_threshold: u32,

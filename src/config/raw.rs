@@ -49,6 +49,8 @@ pub(super) struct RawSettings {
     pub pool_idle_per_backend_max: Option<S<i64>>,
     pub pool_idle_timeout_ms: Option<S<i64>>,
     pub response_buffer_bytes_max: Option<S<i64>>,
+    pub report_interval_ms: Option<S<i64>>,
+    pub snapshot_interval_ms: Option<S<i64>>,
     pub health_check_interval_seconds: Option<S<i64>>,
     pub recovery_check_interval_seconds: Option<S<i64>>,
     pub circuit_breaker_failure_threshold: Option<S<i64>>,

@@ -323,6 +323,16 @@ fn settings(cx: &mut Ctx<'_, '_>, raw: &RawSettings) -> Settings {
             "",
         ) as usize,
         pool_idle_timeout,
+        report_interval: cx.ms(
+            raw.report_interval_ms.as_ref(),
+            &p("report_interval_ms"),
+            100,
+        ),
+        snapshot_interval: cx.ms(
+            raw.snapshot_interval_ms.as_ref(),
+            &p("snapshot_interval_ms"),
+            100,
+        ),
         response_buffer_bytes_max: cx.size(
             raw.response_buffer_bytes_max.as_ref(),
             &p("response_buffer_bytes_max"),

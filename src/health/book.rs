@@ -1,0 +1,251 @@
+//! The control thread's record of every (model, backend): the one place where outcomes from all
+//! shards meet. It drives the circuit breaker, SmartAI confidence, the recovery ramp and the
+//! latency estimates from the merged event stream, keeps a sliding window of counts and
+//! latencies, and renders the immutable [`Snapshot`] that every shard routes by.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::breaker::{Breaker, BreakerConfig, Circuit, Event};
+use super::report::{OutcomeEvent, ShardReport};
+use super::snapshot::{BackendSnap, Snapshot};
+use crate::balance::outcome::OutcomeClass;
+use crate::balance::tracker::BackendStats;
+use crate::config::Config;
+
+/// Width of one slot of the sliding window, and the number of slots (10 × 1 s).
+const SLOT: Duration = Duration::from_secs(1);
+const SLOTS: usize = 10;
+/// Latencies above this are recorded as this (1 h, in µs): the histogram needs a bound.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+struct Slot {
+    start: Instant,
+    requests: u64,
+    failures: u64,
+    latency: Histogram<u64>,
+}
+
+struct Entry {
+    breaker: Breaker,
+    stats: BackendStats,
+    slots: Vec<Slot>,
+    /// Shard chosen for the half-open probe, so that exactly one probe goes out.
+    probe_shard: Option<usize>,
+    inflight: Vec<u32>,
+    last_failure: Option<Instant>,
+    consecutive_failures: u32,
+}
+
+pub struct HealthBook {
+    config: Arc<Config>,
+    entries: Vec<Vec<Entry>>,
+    breaker_cfg: BreakerConfig,
+    shards: usize,
+    next_probe_shard: usize,
+    pub dropped_events: u64,
+    pub dropped_reports: u64,
+    seq: u64,
+}
+
+impl HealthBook {
+    pub fn new(config: Arc<Config>, shards: usize, now: Instant) -> HealthBook {
+        let knobs = &config.settings.smart_ai;
+        let entries = config
+            .models
+            .iter()
+            .map(|m| {
+                m.backends
+                    .iter()
+                    .map(|_| Entry {
+                        breaker: Breaker::default(),
+                        stats: BackendStats::new(knobs),
+                        slots: (0..SLOTS).map(|_| new_slot(now)).collect(),
+                        probe_shard: None,
+                        inflight: vec![0; shards],
+                        last_failure: None,
+                        consecutive_failures: 0,
+                    })
+                    .collect()
+            })
+            .collect();
+        let breaker_cfg = BreakerConfig {
+            failure_threshold: config.settings.circuit_breaker_failure_threshold,
+            open_for: config.settings.circuit_breaker_timeout,
+        };
+        HealthBook {
+            config,
+            entries,
+            breaker_cfg,
+            shards,
+            next_probe_shard: 0,
+            dropped_events: 0,
+            dropped_reports: 0,
+            seq: 0,
+        }
+    }
+
+    /// Folds one shard report in, event by event, in the order the shard saw them.
+    pub fn apply(&mut self, report: &ShardReport, now: Instant) {
+        self.dropped_events += report.dropped_events;
+        self.dropped_reports = self.dropped_reports.max(report.dropped_reports);
+        for e in &report.events {
+            self.apply_event(e, now);
+        }
+        for (m, per_backend) in report.inflight.iter().enumerate() {
+            for (b, &n) in per_backend.iter().enumerate() {
+                if let Some(entry) = self.entries.get_mut(m).and_then(|v| v.get_mut(b)) {
+                    if let Some(slot) = entry.inflight.get_mut(report.shard) {
+                        *slot = n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One outcome (from a live request or an active check with `live = false`).
+    pub fn apply_event(&mut self, e: &OutcomeEvent, now: Instant) {
+        let knobs = &self.config.settings.smart_ai;
+        let Some(entry) = self
+            .entries
+            .get_mut(e.model as usize)
+            .and_then(|v| v.get_mut(e.backend as usize))
+        else {
+            return;
+        };
+        entry.stats.record(e.class, Some(e.latency()), now, knobs);
+        let event = match e.class {
+            OutcomeClass::Success | OutcomeClass::ClientError => Event::Success,
+            OutcomeClass::RateLimited => Event::RateLimited {
+                retry_after: (e.retry_after_s > 0)
+                    .then(|| Duration::from_secs(u64::from(e.retry_after_s))),
+            },
+            _ => Event::Failure,
+        };
+        if matches!(event, Event::Failure) {
+            entry.last_failure = Some(now);
+            entry.consecutive_failures += 1;
+        } else if matches!(event, Event::Success) {
+            entry.consecutive_failures = 0;
+        }
+        entry.breaker = entry.breaker.on(event, now, &self.breaker_cfg);
+        if e.class == OutcomeClass::ClientError {
+            // Client errors say nothing about the backend: no window counts either.
+            return;
+        }
+        let slot = current_slot(&mut entry.slots, now);
+        slot.requests += 1;
+        slot.failures += u64::from(e.class.is_backend_failure());
+        if e.class.measures_latency() {
+            let _ = slot
+                .latency
+                .record(u64::from(e.latency_us).clamp(1, LATENCY_US_MAX));
+        }
+    }
+
+    /// Renders the snapshot every shard will route by.
+    pub fn snapshot(&mut self, now: Instant) -> Snapshot {
+        self.seq += 1;
+        let knobs = &self.config.settings.smart_ai;
+        let mut models = Vec::with_capacity(self.entries.len());
+        for (m, per_backend) in self.entries.iter_mut().enumerate() {
+            let mut backends = Vec::with_capacity(per_backend.len());
+            for (b, entry) in per_backend.iter_mut().enumerate() {
+                entry.breaker = entry.breaker.advance(now);
+                // A half-open circuit lets exactly one shard send the probe; rotate which one so
+                // a shard without traffic does not hold the probe forever.
+                let probe_shard = match entry.breaker.circuit {
+                    Circuit::HalfOpen { probing: false } => {
+                        let s = *entry.probe_shard.get_or_insert_with(|| {
+                            let s = self.next_probe_shard % self.shards.max(1);
+                            self.next_probe_shard += 1;
+                            s
+                        });
+                        Some(s)
+                    }
+                    _ => {
+                        entry.probe_shard = None;
+                        None
+                    }
+                };
+                let backend = &self.config.models[m].backends[b];
+                let mut window = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 2).ok();
+                let (mut requests, mut failures) = (0, 0);
+                for slot in entry
+                    .slots
+                    .iter()
+                    .filter(|s| now.duration_since(s.start) < SLOT * SLOTS as u32)
+                {
+                    requests += slot.requests;
+                    failures += slot.failures;
+                    if let Some(w) = window.as_mut() {
+                        let _ = w.add(&slot.latency);
+                    }
+                }
+                let q = |p: f64| {
+                    window
+                        .as_ref()
+                        .filter(|w| !w.is_empty())
+                        .map(|w| w.value_at_quantile(p) as f64 / 1000.0)
+                };
+                let view = entry.stats.view(backend, true, now, knobs);
+                backends.push(BackendSnap {
+                    view,
+                    breaker: entry.breaker,
+                    probe_shard,
+                    requests_window: requests,
+                    failures_window: failures,
+                    p50_ms: q(0.5),
+                    p99_ms: q(0.99),
+                    inflight_total: entry.inflight.iter().sum(),
+                    consecutive_failures: entry.consecutive_failures,
+                    last_failure_age: entry.last_failure.map(|t| now.duration_since(t)),
+                });
+            }
+            models.push(backends);
+        }
+        Snapshot {
+            seq: self.seq,
+            taken: Some(now),
+            models,
+            dropped_events: self.dropped_events,
+            dropped_reports: self.dropped_reports,
+        }
+    }
+}
+
+fn new_slot(start: Instant) -> Slot {
+    Slot {
+        start,
+        requests: 0,
+        failures: 0,
+        // 2 significant digits: 1 % precision on latencies is plenty for routing and views.
+        latency: Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
+            .expect("static histogram bounds are valid"),
+    }
+}
+
+/// The slot for `now`, recycling the oldest one when a new second starts.
+fn current_slot(slots: &mut [Slot], now: Instant) -> &mut Slot {
+    let newest = slots
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| s.start)
+        .map_or(0, |(i, _)| i);
+    if now.duration_since(slots[newest].start) < SLOT {
+        return &mut slots[newest];
+    }
+    let oldest = slots
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, s)| s.start)
+        .map_or(0, |(i, _)| i);
+    let slot = &mut slots[oldest];
+    slot.start = now;
+    slot.requests = 0;
+    slot.failures = 0;
+    slot.latency.reset();
+    slot
+}

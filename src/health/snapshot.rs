@@ -1,0 +1,64 @@
+//! The immutable health snapshot the control thread publishes to every shard: per (model,
+//! backend), the numbers the selector uses and the admin views show.
+
+use std::time::{Duration, Instant};
+
+use super::breaker::{Admission, Breaker};
+use crate::balance::BackendView;
+
+#[derive(Clone, Debug)]
+pub struct BackendSnap {
+    /// Strategy inputs (confidence, ramp factor, latency estimates); `inflight` is filled in
+    /// by each shard from its own count.
+    pub view: BackendView,
+    pub breaker: Breaker,
+    /// The shard allowed to send the half-open probe, when the circuit is half-open.
+    pub probe_shard: Option<usize>,
+    pub requests_window: u64,
+    pub failures_window: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub inflight_total: u32,
+    pub consecutive_failures: u32,
+    pub last_failure_age: Option<Duration>,
+}
+
+impl BackendSnap {
+    /// May shard `shard` send traffic now?
+    pub fn admits(&self, shard: usize, now: Instant) -> bool {
+        match self.breaker.admission(now) {
+            Admission::Allow => true,
+            Admission::Probe => self.probe_shard.is_none_or(|s| s == shard),
+            Admission::Deny => false,
+        }
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        if self.requests_window == 0 {
+            0.0
+        } else {
+            self.failures_window as f64 / self.requests_window as f64
+        }
+    }
+
+    /// Healthy for the `/health` views: traffic allowed and the recovery ramp complete.
+    pub fn healthy(&self, now: Instant) -> bool {
+        self.breaker.admission(now) == Admission::Allow && self.view.health_factor >= 1.0
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub taken: Option<Instant>,
+    /// Indexed like `Config.models`, then like `Model.backends`.
+    pub models: Vec<Vec<BackendSnap>>,
+    pub dropped_events: u64,
+    pub dropped_reports: u64,
+}
+
+impl Snapshot {
+    pub fn backend(&self, model: usize, backend: usize) -> Option<&BackendSnap> {
+        self.models.get(model)?.get(backend)
+    }
+}
