@@ -1,22 +1,33 @@
 //! Berry's `/health` and `/v1/health` views, in the predecessor's field names.
 //!
-//! No base URLs, keys or tokens appear here. Until the shared health snapshot exists, a backend
-//! counts as healthy when it and its provider are enabled; the 503 rule is Berry's: unhealthy
-//! when half or fewer of the enabled models have a healthy backend.
+//! No base URLs, keys or tokens appear here. A backend is healthy when it and its provider are
+//! enabled and the latest health snapshot has its circuit closed and its recovery ramp done;
+//! the 503 rule is Berry's: unhealthy when half or fewer of the enabled models have a healthy
+//! backend.
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Config, Model};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::health::snapshot::Snapshot;
 use crate::logging::rfc3339;
 use crate::routes::Routes;
 
-fn backend_healthy(config: &Config, model: &Model, i: usize) -> bool {
-    let b = &model.backends[i];
-    b.enabled && config.providers[b.provider].enabled
+/// Enabled, and neither its circuit open nor still on the recovery ramp in the latest
+/// snapshot (before the first snapshot: enabled is enough).
+fn backend_healthy(config: &Config, snap: &Snapshot, model: usize, i: usize) -> bool {
+    let b = &config.models[model].backends[i];
+    let enabled = b.enabled && config.providers[b.provider].enabled;
+    enabled
+        && snap
+            .backend(model, i)
+            .is_none_or(|s| s.healthy(Instant::now()))
 }
 
-fn model_healthy(config: &Config, model: &Model) -> bool {
-    model.enabled && (0..model.backends.len()).any(|i| backend_healthy(config, model, i))
+fn model_healthy(config: &Config, snap: &Snapshot, model: usize) -> bool {
+    let m = &config.models[model];
+    m.enabled && (0..m.backends.len()).any(|i| backend_healthy(config, snap, model, i))
 }
 
 struct Summary {
@@ -26,21 +37,21 @@ struct Summary {
     backends_healthy: usize,
 }
 
-fn summarize(config: &Config) -> Summary {
+fn summarize(config: &Config, snap: &Snapshot) -> Summary {
     let mut s = Summary {
         models_enabled: 0,
         models_healthy: 0,
         backends_total: 0,
         backends_healthy: 0,
     };
-    for m in &config.models {
+    for (mi, m) in config.models.iter().enumerate() {
         s.backends_total += m.backends.len();
         s.backends_healthy += (0..m.backends.len())
-            .filter(|&i| m.enabled && backend_healthy(config, m, i))
+            .filter(|&i| m.enabled && backend_healthy(config, snap, mi, i))
             .count();
         if m.enabled {
             s.models_enabled += 1;
-            s.models_healthy += usize::from(model_healthy(config, m));
+            s.models_healthy += usize::from(model_healthy(config, snap, mi));
         }
     }
     s
@@ -68,9 +79,9 @@ fn now() -> String {
 }
 
 /// `/v1/health`: the short form.
-pub fn short(routes: &Routes) -> (u16, Vec<u8>) {
+pub fn short(routes: &Routes, snap: &Snapshot) -> (u16, Vec<u8>) {
     let config = &routes.config;
-    let s = summarize(config);
+    let s = summarize(config, snap);
     let (code, word) = status(&s);
     let providers_enabled = config.providers.iter().filter(|p| p.enabled).count();
     let body = json!({
@@ -90,20 +101,30 @@ pub fn short(routes: &Routes) -> (u16, Vec<u8>) {
 }
 
 /// `/health`: per provider and per model detail.
-pub fn detailed(routes: &Routes) -> (u16, Vec<u8>) {
+pub fn detailed(routes: &Routes, snap: &Snapshot) -> (u16, Vec<u8>) {
     let config = &routes.config;
-    let s = summarize(config);
+    let s = summarize(config, snap);
     let (code, word) = status(&s);
     let mut providers = Map::new();
     let mut providers_healthy = 0;
     for (pi, p) in config.providers.iter().enumerate() {
         let mut models = Map::new();
-        for m in &config.models {
-            for b in m.backends.iter().filter(|b| b.provider == pi) {
-                let healthy = p.enabled && b.enabled;
+        for (mi, m) in config.models.iter().enumerate() {
+            for (bi, b) in m
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.provider == pi)
+            {
+                let healthy = backend_healthy(config, snap, mi, bi);
+                let s = snap.backend(mi, bi);
+                let latency = s
+                    .and_then(|s| s.view.latency_ewma_ms)
+                    .map_or(Value::Null, |v| json!(v.round()));
                 models.insert(
                     b.model.clone(),
-                    json!({ "healthy": healthy, "latency_ms": Value::Null, "failure_count": 0,
+                    json!({ "healthy": healthy, "latency_ms": latency,
+                            "failure_count": s.map_or(0, |s| s.consecutive_failures),
                             "backend_key": format!("{}:{}", p.id, b.model) }),
                 );
             }
@@ -117,14 +138,14 @@ pub fn detailed(routes: &Routes) -> (u16, Vec<u8>) {
         );
     }
     let mut models = Map::new();
-    for m in &config.models {
+    for (mi, m) in config.models.iter().enumerate() {
         let backends: Vec<Value> = m
             .backends
             .iter()
             .enumerate()
             .map(|(i, b)| {
                 json!({ "provider": config.providers[b.provider].id, "model": b.model, "enabled": b.enabled,
-                        "healthy": m.enabled && backend_healthy(config, m, i), "weight": b.weight,
+                        "healthy": m.enabled && backend_healthy(config, snap, mi, i), "weight": b.weight,
                         "priority": b.priority })
             })
             .collect();

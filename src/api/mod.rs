@@ -1,6 +1,7 @@
 //! The OpenAI-facing surface: which method + path is which endpoint, and the endpoints Berry
 //! answers itself (model list, health). Proxied endpoints continue in `proxy.rs`.
 
+pub mod admin;
 pub mod health;
 pub mod peek;
 
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use crate::auth;
 use crate::error::{ErrorKind, GatewayError};
+use crate::health::snapshot::Snapshot;
 use crate::http::head::{Method, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
 
@@ -20,6 +22,8 @@ pub enum Endpoint {
     Health,
     /// Berry's short `/v1/health`.
     ShortHealth,
+    /// `/admin/*` and `/smart-ai/*` views (loopback clients only).
+    Admin,
 }
 
 /// Maps method and path (query ignored) to an endpoint, or a 404/405.
@@ -35,6 +39,7 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
         b"/v1/models" | b"/models" => (Endpoint::Models, false),
         b"/health" => (Endpoint::Health, false),
         b"/v1/health" => (Endpoint::ShortHealth, false),
+        _ if admin::parse(path).is_some() => (Endpoint::Admin, false),
         _ => {
             let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
             return Err(GatewayError::new(
@@ -50,20 +55,36 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
     }
 }
 
+/// Who is asking for a local endpoint, beyond the request itself.
+pub struct LocalCtx<'a> {
+    pub snapshot: &'a Snapshot,
+    /// The client connected from a loopback address (admin views are served only then).
+    pub loopback: bool,
+}
+
 /// Answers a local endpoint: status and JSON body.
 pub fn local(
     routes: &Routes,
     endpoint: Endpoint,
     head: &RequestHead,
     buf: &[u8],
+    ctx: &LocalCtx<'_>,
 ) -> Result<(u16, Vec<u8>), GatewayError> {
     match endpoint {
         Endpoint::Models => {
             let caller = auth::authenticate(routes, head, buf)?;
             Ok((200, models_body(routes, &caller)))
         }
-        Endpoint::Health => Ok(health::detailed(routes)),
-        Endpoint::ShortHealth => Ok(health::short(routes)),
+        Endpoint::Health => Ok(health::detailed(routes, ctx.snapshot)),
+        Endpoint::ShortHealth => Ok(health::short(routes, ctx.snapshot)),
+        Endpoint::Admin if !ctx.loopback => Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            "admin views are served only to loopback clients",
+        )),
+        Endpoint::Admin => match admin::parse(head.path(buf)) {
+            Some(view) => admin::render(routes, ctx.snapshot, view),
+            None => Err(GatewayError::new(ErrorKind::NotFound, "unknown admin view")),
+        },
         Endpoint::Proxy(_) => Err(GatewayError::new(
             ErrorKind::NotFound,
             "not a local endpoint",

@@ -7,3 +7,6 @@ pub mod book;
 pub mod breaker;
 pub mod report;
 pub mod snapshot;
+
+#[cfg(test)]
+mod tests;

@@ -108,6 +108,7 @@ impl Drop for Gauge<'_> {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = Gauge::enter(&shard.conns_open);
     let _ = stream.set_nodelay(true);
+    let loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
     let routes = shard.routes();
     let limits = routes.config.server.clone();
     drop(routes);
@@ -140,7 +141,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let _busy = Gauge::enter(&shard.conns_busy);
-        let keep_alive = dispatch(&shard, &mut c, head, &limits).await;
+        let keep_alive = dispatch(&shard, &mut c, head, &limits, loopback).await;
         if !keep_alive || shard.draining.get() || c.r.eof {
             return;
         }
@@ -225,6 +226,7 @@ async fn dispatch(
     c: &mut Client,
     head: RequestHead,
     limits: &ServerSettings,
+    loopback: bool,
 ) -> bool {
     let routes = shard.routes();
     let endpoint = api::route(head.method, head.path(&c.r.buf));
@@ -232,7 +234,12 @@ async fn dispatch(
         Ok(Endpoint::Proxy(path)) => crate::proxy::handle(shard, &routes, c, head, path).await,
         Ok(local) => {
             let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
-            let answer = api::local(&routes, local, &head, &c.r.buf);
+            let snapshot = shard.snapshot.borrow().clone();
+            let ctx = api::LocalCtx {
+                snapshot: &snapshot,
+                loopback,
+            };
+            let answer = api::local(&routes, local, &head, &c.r.buf, &ctx);
             // Local endpoints take no body; skip a small one so keep-alive survives.
             let mut keep = head.keep_alive && super::body::skip(&mut c.r, &head, limits).await;
             c.r.consume(head.head_len);

@@ -11,6 +11,8 @@ mod endpoints;
 mod errors;
 /// Failover and what never fails over.
 mod failover;
+/// Health snapshot, circuit breaking over time, admin views.
+mod health;
 /// Forwarding: rewrite, headers, request ids, keep-alive pooling.
 mod proxy;
 /// Strategies and circuit breaking, end to end, counting what each upstream received.
