@@ -100,13 +100,19 @@ impl LocalBalance {
         for (i, b) in m.backends.iter().enumerate() {
             let local_ok = self.breakers[model][i].admission(now) != Admission::Deny;
             let stats = &self.stats[model][i];
+            // After a circuit closes the backend's weight ramps back (10/30/50/100 %).
+            let local_factor = self.breakers[model][i].traffic_factor();
             let view = match snapshot.backend(model, i) {
                 Some(snap) => BackendView {
                     available: local_ok && snap.admits(shard, now),
                     inflight: stats.inflight,
+                    weight: b.weight * snap.breaker.traffic_factor().min(local_factor),
                     ..snap.view.clone()
                 },
-                None => stats.view(b, local_ok, now, knobs),
+                None => BackendView {
+                    weight: b.weight * local_factor,
+                    ..stats.view(b, local_ok, now, knobs)
+                },
             };
             self.views.push(view);
         }

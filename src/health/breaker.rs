@@ -43,7 +43,16 @@ pub struct Breaker {
     pub circuit: Circuit,
     /// Set by a 429 with `Retry-After`: no traffic before this instant.
     pub cool_until: Option<Instant>,
+    /// Successes since the circuit closed after a probe, while traffic ramps back; `None` once
+    /// the backend has its full share again.
+    pub ramp: Option<u8>,
 }
+
+/// Traffic share after a circuit closes, by successes since: Berry API's documented ramp.
+/// A failure during the ramp opens the circuit again: the backend has not earned trust yet.
+const RAMP: [(u8, f64); 3] = [(0, 0.1), (1, 0.3), (3, 0.5)];
+/// Successes after which a recovered backend gets its full share.
+const RAMP_DONE: u8 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -73,6 +82,7 @@ impl Default for Breaker {
                 consecutive_failures: 0,
             },
             cool_until: None,
+            ramp: None,
         }
     }
 }
@@ -84,13 +94,16 @@ impl Breaker {
         // Time passes first: an open circuit whose timeout expired is half-open for this event.
         let current = self.advance(now);
         let mut next = current;
+        let reopen = Circuit::Open {
+            until: now + cfg.open_for,
+        };
         match event {
             Event::RateLimited {
                 retry_after: Some(d),
             } => {
                 next.cool_until = Some(now + d.min(RETRY_AFTER_MAX));
                 // A rate limit proves the backend is up: a pending probe succeeded.
-                if let Circuit::HalfOpen { .. } = self.circuit {
+                if let Circuit::HalfOpen { .. } = current.circuit {
                     next.circuit = Circuit::Closed {
                         consecutive_failures: 0,
                     };
@@ -98,37 +111,46 @@ impl Breaker {
             }
             // Without a Retry-After, a 429 counts as a failure like any overload signal.
             Event::RateLimited { retry_after: None } | Event::Failure => {
-                next.circuit = match self.circuit {
+                next.ramp = None;
+                next.circuit = match current.circuit {
+                    // A failure while traffic ramps back: the backend has not earned trust yet.
+                    Circuit::Closed { .. } if current.ramp.is_some() => reopen,
                     Circuit::Closed {
                         consecutive_failures,
                     } => {
                         let n = consecutive_failures.saturating_add(1);
                         if n >= cfg.failure_threshold.max(1) {
-                            Circuit::Open {
-                                until: now + cfg.open_for,
-                            }
+                            reopen
                         } else {
                             Circuit::Closed {
                                 consecutive_failures: n,
                             }
                         }
                     }
-                    Circuit::HalfOpen { .. } => Circuit::Open {
-                        until: now + cfg.open_for,
-                    },
+                    Circuit::HalfOpen { .. } => reopen,
                     open @ Circuit::Open { .. } => open,
                 };
             }
-            Event::Success => {
-                next.circuit = match current.circuit {
-                    // Late successes of requests sent before the circuit opened do not close it:
-                    // only the probe's result decides.
-                    open @ Circuit::Open { .. } => open,
-                    _ => Circuit::Closed {
+            Event::Success => match current.circuit {
+                // Late successes of requests sent before the circuit opened do not close it:
+                // only the probe's result decides.
+                Circuit::Open { .. } => {}
+                Circuit::HalfOpen { .. } => {
+                    next.circuit = Circuit::Closed {
                         consecutive_failures: 0,
-                    },
-                };
-            }
+                    };
+                    next.ramp = Some(0);
+                }
+                Circuit::Closed { .. } => {
+                    next.circuit = Circuit::Closed {
+                        consecutive_failures: 0,
+                    };
+                    next.ramp = current
+                        .ramp
+                        .map(|n| n.saturating_add(1))
+                        .filter(|&n| n < RAMP_DONE);
+                }
+            },
             Event::ProbeSent => {
                 if let Circuit::HalfOpen { .. } = current.circuit {
                     next.circuit = Circuit::HalfOpen { probing: true };
@@ -161,6 +183,19 @@ impl Breaker {
             Circuit::Closed { .. } => Admission::Allow,
             Circuit::HalfOpen { probing: false } => Admission::Probe,
             Circuit::HalfOpen { probing: true } | Circuit::Open { .. } => Admission::Deny,
+        }
+    }
+
+    /// Share of its normal traffic the backend gets now: 1.0, or the ramp's step after a
+    /// recovery.
+    pub fn traffic_factor(&self) -> f64 {
+        match self.ramp {
+            None => 1.0,
+            Some(n) => RAMP
+                .iter()
+                .rev()
+                .find(|(from, _)| n >= *from)
+                .map_or(RAMP[0].1, |(_, f)| *f),
         }
     }
 
@@ -239,6 +274,48 @@ mod tests {
         assert_eq!(reopened.circuit, Circuit::Open { until: at(122) });
         assert_eq!(reopened.admission(at(121)), Admission::Deny);
         assert_eq!(reopened.admission(at(122)), Admission::Probe);
+    }
+
+    #[test]
+    fn after_closing_traffic_ramps_10_30_50_100_and_a_failure_reopens() {
+        let (b, t0) = run(&[
+            (Event::Failure, 0),
+            (Event::Failure, 0),
+            (Event::Failure, 0),
+        ]);
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut b = b
+            .on(Event::ProbeSent, at(60), &CFG)
+            .on(Event::Success, at(61), &CFG);
+        let mut factors = vec![b.traffic_factor()];
+        for i in 0..5 {
+            b = b.on(Event::Success, at(62 + i), &CFG);
+            factors.push(b.traffic_factor());
+        }
+        assert_eq!(factors, [0.1, 0.3, 0.3, 0.5, 0.5, 1.0]);
+        let mut r = Breaker::default().on(Event::Failure, at(0), &CFG);
+        r.ramp = Some(2);
+        let r = r.on(Event::Failure, at(1), &CFG);
+        assert!(
+            matches!(r.circuit, Circuit::Open { .. }),
+            "a failure while ramping reopens"
+        );
+    }
+
+    #[test]
+    fn failure_after_the_open_timeout_reopens_without_a_probe_sent() {
+        let (b, t0) = run(&[
+            (Event::Failure, 0),
+            (Event::Failure, 0),
+            (Event::Failure, 0),
+        ]);
+        let b = b.on(Event::Failure, t0 + Duration::from_secs(61), &CFG);
+        assert_eq!(
+            b.circuit,
+            Circuit::Open {
+                until: t0 + Duration::from_secs(121)
+            }
+        );
     }
 
     #[test]
