@@ -2,10 +2,10 @@
 //!
 //! Shards never share mutable state; what must agree across them travels as a closed set of
 //! messages. Shards send [`ShardReport`]s (outcomes of their requests); the control thread
-//! folds them into the [`HealthBook`] and publishes a [`Snapshot`] at most
-//! `snapshot_interval_ms` apart. It also refreshes upstream DNS off the shards. Shards poll
-//! their inbox on a timer (monoio's cross-thread wakers need its `sync` feature, which costs
-//! every task a little).
+//! folds them into the [`HealthBook`] together with active health-check results, and publishes
+//! a [`Snapshot`] at most `snapshot_interval_ms` apart. It also refreshes upstream DNS off the
+//! shards. Shards poll their inbox on a timer (monoio's cross-thread wakers need its `sync`
+//! feature, which costs every task a little).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::health::book::HealthBook;
+use crate::health::probe::{self, ProbeResult};
 use crate::health::report::ShardReport;
 use crate::health::snapshot::Snapshot;
 use crate::routes::{resolve_all, AddressTable, Routes};
@@ -34,17 +35,20 @@ pub enum ShardMsg {
 
 pub fn spawn(
     routes: Arc<Routes>,
+    addresses: Arc<AddressTable>,
     shards: Vec<Sender<ShardMsg>>,
     reports: Receiver<ShardReport>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
+    let (probe_tx, probes) = crossbeam_channel::unbounded::<ProbeResult>();
+    let prober = probe::spawn(routes.clone(), probe_tx, shutdown.clone())?;
     std::thread::Builder::new()
         .name("berry-control".into())
         .spawn(move || {
             let settings = &routes.config.settings;
             let mut book = HealthBook::new(routes.config.clone(), shards.len(), Instant::now());
             let mut last_dns = Instant::now();
-            let mut last_table: Option<AddressTable> = None;
+            let mut table: AddressTable = addresses.as_ref().clone();
             let mut next_snapshot = Instant::now();
             while !shutdown.is_triggered() {
                 let wait = next_snapshot
@@ -59,9 +63,12 @@ pub fn spawn(
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
                 let now = Instant::now();
+                while let Ok(p) = probes.try_recv() {
+                    book.apply_probe(p.model, p.backend, p.class, now);
+                }
                 if now >= next_snapshot {
                     next_snapshot = now + settings.snapshot_interval;
                     let snap = Arc::new(book.snapshot(now));
@@ -69,21 +76,49 @@ pub fn spawn(
                 }
                 if now.duration_since(last_dns) >= DNS_REFRESH {
                     last_dns = now;
-                    let table = resolve_all(&routes.config);
-                    if last_table.as_ref() != Some(&table) {
+                    if refresh(&mut table, resolve_all(&routes.config)) {
                         let shared = Arc::new(table.clone());
                         broadcast(&shards, || ShardMsg::Addresses(shared.clone()));
-                        last_table = Some(table);
                     }
                 }
             }
+            let _ = prober.join();
         })
 }
 
-/// Sends to every shard without blocking: a full inbox means the shard is stuck, and it will
-/// get the next message instead.
+/// Merges a fresh resolution into `table`: a provider whose lookup failed (empty) keeps its
+/// previous addresses, so one DNS hiccup never empties a working provider. True if changed.
+fn refresh(table: &mut AddressTable, fresh: AddressTable) -> bool {
+    let mut changed = false;
+    for (old, new) in table.iter_mut().zip(fresh) {
+        if !new.is_empty() && *old != new {
+            *old = new;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Sends to every shard without blocking: a full inbox means the shard is stuck; addresses are
+/// sent again on the next change, snapshots every period.
 fn broadcast(shards: &[Sender<ShardMsg>], msg: impl Fn() -> ShardMsg) {
     for s in shards {
         let _ = s.try_send(msg());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh;
+
+    #[test]
+    fn failed_lookups_keep_the_previous_addresses() {
+        let a = "127.0.0.1:1".parse().unwrap();
+        let b = "127.0.0.1:2".parse().unwrap();
+        let mut table = vec![vec![a], vec![a]];
+        assert!(!refresh(&mut table, vec![vec![], vec![a]]));
+        assert_eq!(table, vec![vec![a], vec![a]]);
+        assert!(refresh(&mut table, vec![vec![b], vec![]]));
+        assert_eq!(table, vec![vec![b], vec![a]]);
     }
 }

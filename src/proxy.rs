@@ -90,7 +90,9 @@ pub async fn handle(
             if !refusal.consumed && !head.expect_continue {
                 // Refused before the body was read: skip a small one so keep-alive survives.
                 let limits = &routes.config.server;
-                refusal.keep_alive = head.keep_alive && body::skip(&mut c.r, &head, limits).await;
+                refusal.keep_alive = head.keep_alive
+                    && !shard.draining.get()
+                    && body::skip(&mut c.r, &head, limits).await;
                 c.r.consume(head.head_len);
             }
             respond::error(&mut c.w.out, &err, Some(&request_id), refusal.keep_alive);
@@ -158,7 +160,7 @@ async fn prepare<'r>(
             })
         }
     };
-    let forwarded = forwarded_headers(head, &c.r.buf);
+    let forwarded = forwarded_headers(head, &c.r.buf, routes);
     let forced_header = head
         .header(&c.r.buf, "x-berry-backend")
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -241,11 +243,17 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
     let pick_req = PickRequest {
         prefix_key: prefix_key(model, p),
     };
+    let keep_alive = p.keep_alive && !shard.draining.get();
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last: Option<GatewayError> = None;
     let mut req = Vec::with_capacity(1024 + p.body.len());
     let mut scratch = Vec::with_capacity(64 + p.body.len());
     while tried.len() < attempts_max {
+        // Past the deadline no backend is contacted, so none is charged for it.
+        if let Err(e) = exchange::left(deadline) {
+            last = Some(e);
+            break;
+        }
         let filter = Filter {
             user_tags: p.caller.tags(),
             tried: &tried,
@@ -264,8 +272,14 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             &mut shard.rng.borrow_mut(),
         );
         let Some(choice) = choice else { break };
-        let bi = choice.backend;
-        tried.push(bi);
+        let attempt = Attempt {
+            shard,
+            model: p.model,
+            backend: choice.backend,
+            sent_at: now,
+            done: false,
+        };
+        tried.push(choice.backend);
         if choice.degraded {
             log::warn!(
                 "request {}: no available backend for `{}`; trying an unavailable one",
@@ -273,12 +287,10 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                 model.name
             );
         }
-        let backend = &model.backends[bi];
+        let backend = &model.backends[choice.backend];
         let provider = &config.providers[backend.provider];
         let route = &routes.providers[backend.provider];
         build_request(&mut req, &mut scratch, route, p, &backend.model);
-        // Taken once per attempt: clock reads show up in the profile at these request rates.
-        let sent_at = now;
         let sent = exchange::send(
             shard,
             backend.provider,
@@ -299,33 +311,27 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     backend.model,
                     e.message
                 );
-                finish_at(
-                    shard,
-                    config,
-                    p.model,
-                    bi,
-                    transport_class(&e),
-                    sent_at,
-                    sent_at.elapsed(),
-                    None,
-                );
+                attempt.finish(config, transport_class(&e), Instant::now(), None);
                 last = Some(e);
                 continue;
             }
         };
-        let elapsed = sent_at.elapsed();
+        let head_at = Instant::now();
         let status_class = classify(Some(head.status), None);
         let retry_after = (head.status == 429)
             .then(|| retry_after(&head, &conn.buf))
             .flatten();
-        let next_filter = Filter {
-            user_tags: p.caller.tags(),
-            tried: &tried,
-            provider: p.forced_provider,
-        };
         if retryable_status(head.status)
             && tried.len() < attempts_max
-            && balance::filter::has_candidate(config, model, &next_filter)
+            && balance::filter::has_candidate(
+                config,
+                model,
+                &Filter {
+                    user_tags: p.caller.tags(),
+                    tried: &tried,
+                    provider: p.forced_provider,
+                },
+            )
         {
             log::warn!(
                 "request {}: backend {}/{} answered {}; trying another",
@@ -334,16 +340,7 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                 backend.model,
                 head.status
             );
-            finish_at(
-                shard,
-                config,
-                p.model,
-                bi,
-                status_class,
-                sent_at,
-                elapsed,
-                retry_after,
-            );
+            attempt.finish(config, status_class, head_at, retry_after);
             continue;
         }
         let ctx = relay::RelayCtx {
@@ -351,7 +348,7 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             backend: &provider.id,
             provider: backend.provider,
             client_minor_version: p.client_minor_version,
-            client_keep_alive: p.keep_alive,
+            client_keep_alive: keep_alive,
             stream_must_end_with_done: p.peek.stream && p.path != UpstreamPath::Embeddings,
             buffer_bytes_max: settings.response_buffer_bytes_max,
             idle_timeout: settings.stream_idle_timeout,
@@ -359,32 +356,19 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             degraded: choice.degraded,
         };
         match relay::relay(shard, w, conn, head, &ctx).await {
+            Ok(done) if done.upstream_broke => {
+                // Broken mid-stream: a failure of the backend, timed by when its head arrived.
+                attempt.finish_with_latency(
+                    config,
+                    classify(None, Some(TransportError::Io)),
+                    head_at,
+                    Instant::now(),
+                    None,
+                );
+                return done.keep_alive;
+            }
             Ok(done) => {
-                if done.upstream_broke {
-                    // Broken mid-stream: the failure happened now, not when the head arrived.
-                    let class = classify(None, Some(TransportError::Io));
-                    finish_at(
-                        shard,
-                        config,
-                        p.model,
-                        bi,
-                        class,
-                        Instant::now() - elapsed,
-                        elapsed,
-                        None,
-                    );
-                } else {
-                    finish_at(
-                        shard,
-                        config,
-                        p.model,
-                        bi,
-                        status_class,
-                        sent_at,
-                        elapsed,
-                        retry_after,
-                    );
-                }
+                attempt.finish(config, status_class, head_at, retry_after);
                 return done.keep_alive;
             }
             Err(e) => {
@@ -395,54 +379,78 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     backend.model,
                     e.message
                 );
-                finish_at(
-                    shard,
-                    config,
-                    p.model,
-                    bi,
-                    transport_class(&e),
-                    sent_at,
-                    elapsed,
-                    None,
-                );
+                attempt.finish(config, transport_class(&e), head_at, None);
                 last = Some(e);
             }
         }
     }
     let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
-    respond::error(&mut w.out, &err, Some(&p.request_id), p.keep_alive);
-    w.flush().await.is_ok() && p.keep_alive
+    respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
+    w.flush().await.is_ok() && keep_alive
 }
 
-/// Records an attempt's outcome: it was sent at `sent_at` and its head (or failure) came
-/// `elapsed` later.
-#[allow(clippy::too_many_arguments)]
-fn finish_at(
-    shard: &Shard,
-    config: &Config,
+/// One attempt on one backend, counted in flight from the pick. It must end in exactly one
+/// recorded outcome; if the request is dropped first (the client went away), `Drop` takes it
+/// out of flight without blaming the backend, and frees a half-open probe slot it held.
+struct Attempt<'a> {
+    shard: &'a Shard,
     model: usize,
     backend: usize,
-    class: OutcomeClass,
     sent_at: Instant,
-    elapsed: Duration,
-    retry_after: Option<Duration>,
-) {
-    let outcome = Outcome {
-        class,
-        elapsed,
-        retry_after,
-    };
-    shard
-        .balance
-        .borrow_mut()
-        .finish(config, model, backend, outcome, sent_at + elapsed);
-    shard.recorder.borrow_mut().record(OutcomeEvent {
-        model: model as u32,
-        backend: backend as u32,
-        class,
-        latency_us: elapsed.as_micros().min(u128::from(u32::MAX)) as u32,
-        retry_after_s: retry_after.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
-    });
+    done: bool,
+}
+
+impl Attempt<'_> {
+    /// Records the outcome; the backend's latency is the time until `at` (head or failure).
+    fn finish(
+        self,
+        config: &Config,
+        class: OutcomeClass,
+        at: Instant,
+        retry_after: Option<Duration>,
+    ) {
+        self.finish_with_latency(config, class, at, at, retry_after);
+    }
+
+    /// As `finish`, with latency measured to `head_at` but the outcome happening at `now`.
+    fn finish_with_latency(
+        mut self,
+        config: &Config,
+        class: OutcomeClass,
+        head_at: Instant,
+        now: Instant,
+        retry_after: Option<Duration>,
+    ) {
+        self.done = true;
+        let elapsed = head_at.saturating_duration_since(self.sent_at);
+        let outcome = Outcome {
+            class,
+            elapsed,
+            retry_after,
+        };
+        self.shard
+            .balance
+            .borrow_mut()
+            .finish(config, self.model, self.backend, outcome, now);
+        self.shard.recorder.borrow_mut().record(OutcomeEvent {
+            model: self.model as u32,
+            backend: self.backend as u32,
+            class,
+            latency_us: elapsed.as_micros().min(u128::from(u32::MAX)) as u32,
+            retry_after_s: retry_after.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+        });
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // try_borrow: never panic inside a drop (this may run while unwinding).
+            if let Ok(mut b) = self.shard.balance.try_borrow_mut() {
+                b.cancel(self.model, self.backend, Instant::now());
+            }
+        }
+    }
 }
 
 /// The outcome class of a failure Berry observed itself (no usable status).
@@ -538,11 +546,13 @@ fn build_request(
     req.extend_from_slice(scratch);
 }
 
-/// Client headers that travel upstream: end-to-end ones, minus those Berry owns (credentials,
-/// framing, request id, routing overrides) and `accept-encoding` (Berry reads the bodies it
-/// relays: SSE framing, `[DONE]`, usage).
-fn forwarded_headers(head: &RequestHead, buf: &[u8]) -> Vec<u8> {
-    const OWNED: [&[u8]; 8] = [
+/// Client headers that travel upstream: end-to-end ones, minus those Berry owns (framing,
+/// request id, routing overrides), every credential or account header a client could use to
+/// act as someone else upstream (a bad one would also make the upstream answer 401 and open
+/// the backend's circuit for everyone), any header a provider sets itself, and
+/// `accept-encoding` (Berry reads the bodies it relays: SSE framing, `[DONE]`, usage).
+fn forwarded_headers(head: &RequestHead, buf: &[u8], routes: &Routes) -> Vec<u8> {
+    const OWNED: [&[u8]; 15] = [
         b"host",
         b"authorization",
         b"content-length",
@@ -551,6 +561,13 @@ fn forwarded_headers(head: &RequestHead, buf: &[u8]) -> Vec<u8> {
         b"x-berry-backend",
         b"accept-encoding",
         b"cookie",
+        b"api-key",
+        b"x-api-key",
+        b"x-goog-api-key",
+        b"openai-organization",
+        b"openai-project",
+        b"anthropic-version",
+        b"anthropic-beta",
     ];
     let listed = head.header(buf, "connection");
     let mut out = Vec::with_capacity(256);
@@ -559,6 +576,10 @@ fn forwarded_headers(head: &RequestHead, buf: &[u8]) -> Vec<u8> {
         let name = &buf[h.name.clone()];
         if is_hop_by_hop(name)
             || OWNED.iter().any(|o| o.eq_ignore_ascii_case(name))
+            || routes
+                .provider_header_names
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(name))
             || listed.is_some_and(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
         {
             continue;

@@ -51,6 +51,8 @@ pub struct Routes {
     /// SHA-256 of a token → user index. Looking up by digest means the lookup's timing depends
     /// on the digest, not on how many leading bytes of a guess match a real token.
     tokens: HashMap<[u8; 32], usize>,
+    /// Header names some provider sets itself (lowercase): never taken from clients.
+    pub provider_header_names: Vec<Vec<u8>>,
     /// When this snapshot was built (Unix seconds): the `created` of listed models.
     pub loaded_at_unix: u64,
     /// When the process started serving, for `uptime_seconds`.
@@ -72,10 +74,20 @@ impl Routes {
         for (i, u) in config.users.iter().enumerate() {
             tokens.insert(digest(u.token.expose().as_bytes()), i);
         }
+        let mut provider_header_names: Vec<Vec<u8>> = Vec::new();
+        for p in &config.providers {
+            for (name, _) in &p.headers {
+                let lower = name.to_ascii_lowercase().into_bytes();
+                if !provider_header_names.contains(&lower) {
+                    provider_header_names.push(lower);
+                }
+            }
+        }
         let loaded_at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Ok(Routes {
+            provider_header_names,
             config,
             providers,
             tokens,

@@ -204,7 +204,7 @@ pub fn start(
         }
     }
     drop(report_tx);
-    let control = control::spawn(routes, inboxes, report_rx, shutdown.clone())?;
+    let control = control::spawn(routes, addresses, inboxes, report_rx, shutdown.clone())?;
     Ok(Server {
         shards,
         control: Some(control),

@@ -148,6 +148,21 @@ impl LocalBalance {
         *b = b.on(event, now, &self.breaker_cfg);
     }
 
+    /// An attempt that ended without an outcome (the client went away): out of flight, no
+    /// blame, and a half-open probe it held may be sent again.
+    pub fn cancel(&mut self, model: usize, backend: usize, now: Instant) {
+        if let Some(s) = self.stats.get_mut(model).and_then(|m| m.get_mut(backend)) {
+            s.inflight = s.inflight.saturating_sub(1);
+        }
+        if let Some(b) = self
+            .breakers
+            .get_mut(model)
+            .and_then(|m| m.get_mut(backend))
+        {
+            *b = b.release_probe(now);
+        }
+    }
+
     /// In-flight attempts per model and backend, for the shard's report.
     pub fn inflight(&self) -> Vec<Vec<u32>> {
         self.stats

@@ -253,6 +253,7 @@ static BACKEND: Node = Node::Table(&[
     leaf("enabled"),
     leaf("tags"),
     leaf("billing_mode"),
+    leaf("health_check"),
 ]);
 
 static MODEL: Node = Node::Table(&[

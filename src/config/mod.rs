@@ -454,6 +454,19 @@ pub struct Backend {
     pub enabled: bool,
     pub tags: Vec<String>,
     pub billing_mode: BillingMode,
+    /// How the control thread checks this backend while it gets no traffic.
+    pub health_check: HealthCheck,
+}
+
+/// Active health check of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// Never probed: judged by live traffic only.
+    None,
+    /// `GET {base}/models` with the provider key: free on every API we know.
+    Models,
+    /// A one-token chat completion: proves the model really answers, and costs a token.
+    Chat,
 }
 
 #[derive(Debug, Clone)]

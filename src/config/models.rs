@@ -8,7 +8,7 @@ use std::ops::Range;
 use super::keys::{index, join};
 use super::raw::{Named, RawBackend, RawModel, S};
 use super::validate::Ctx;
-use super::{Backend, BillingMode, Model, Provider, Severity, Strategy};
+use super::{Backend, BillingMode, HealthCheck, Model, Provider, Severity, Strategy};
 
 const WEIGHT_MAX: f64 = 100.0;
 const PRIORITY_MAX: u64 = 10;
@@ -252,6 +252,22 @@ fn backend(
             }
         },
     };
+    // Default: probe the free models endpoint for per-token backends; per-request backends
+    // would pay for every probe, so live traffic judges them.
+    let health_check = match &raw.health_check {
+        None if billing_mode == BillingMode::PerRequest => HealthCheck::None,
+        None => HealthCheck::Models,
+        Some(v) => match v.get_ref().as_str() {
+            "none" => HealthCheck::None,
+            "models" => HealthCheck::Models,
+            "chat" => HealthCheck::Chat,
+            other => {
+                let msg = format!("must be `none`, `models` or `chat` (got {other:?})");
+                cx.sink.error(v.span(), &p("health_check"), msg);
+                HealthCheck::None
+            }
+        },
+    };
     Some(Backend {
         provider: provider?,
         model: model?,
@@ -260,6 +276,7 @@ fn backend(
         enabled: raw.enabled.unwrap_or(true),
         tags,
         billing_mode,
+        health_check,
     })
 }
 

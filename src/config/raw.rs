@@ -112,6 +112,7 @@ pub(super) struct RawBackend {
     pub enabled: Option<bool>,
     pub tags: Option<Vec<S<String>>>,
     pub billing_mode: Option<S<String>>,
+    pub health_check: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -145,6 +145,20 @@ impl HealthBook {
         }
     }
 
+    /// An active check's verdict: it moves the breaker (a success closes a half-open circuit,
+    /// failures open it) but never the traffic counts or SmartAI confidence.
+    pub fn apply_probe(&mut self, model: usize, backend: usize, class: OutcomeClass, now: Instant) {
+        let Some(entry) = self.entries.get_mut(model).and_then(|v| v.get_mut(backend)) else {
+            return;
+        };
+        let event = if class.is_backend_failure() {
+            Event::Failure
+        } else {
+            Event::Success
+        };
+        entry.breaker = entry.breaker.on(event, now, &self.breaker_cfg);
+    }
+
     /// Renders the snapshot every shard will route by.
     pub fn snapshot(&mut self, now: Instant) -> Snapshot {
         self.seq += 1;

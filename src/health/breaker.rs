@@ -160,6 +160,16 @@ impl Breaker {
         next
     }
 
+    /// The probe in flight was abandoned (its request was cancelled): another may go.
+    #[must_use]
+    pub fn release_probe(self, now: Instant) -> Breaker {
+        let mut next = self.advance(now);
+        if let Circuit::HalfOpen { probing: true } = next.circuit {
+            next.circuit = Circuit::HalfOpen { probing: false };
+        }
+        next
+    }
+
     /// Applies the passage of time: an expired open state becomes half-open, an expired
     /// cool-down ends.
     #[must_use]

@@ -5,6 +5,7 @@
 
 pub mod book;
 pub mod breaker;
+pub mod probe;
 pub mod report;
 pub mod snapshot;
 

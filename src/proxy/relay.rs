@@ -93,6 +93,17 @@ pub async fn relay(
     head: ResponseHead,
     ctx: &RelayCtx<'_>,
 ) -> Result<Relayed, GatewayError> {
+    if head.status == 101 || head.transfer_coded {
+        // Berry cannot relay a protocol switch, nor a transfer coding other than chunked (it
+        // would have to re-declare it); nothing was sent yet, so another backend may answer.
+        w.out.clear();
+        let what = if head.status == 101 {
+            "a protocol switch (101)"
+        } else {
+            "a transfer coding other than chunked"
+        };
+        return Err(Break::Malformed(what.to_string()).into_error(true));
+    }
     let sse = head
         .header(&conn.buf, "content-type")
         .is_some_and(|v| v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream"));
@@ -205,11 +216,20 @@ async fn relay_stream(
         conn.consume(used);
 
         // Send what is complete: everything, or for SSE only whole events.
-        let upto = if finished || !plan.sse {
+        let mut upto = if finished || !plan.sse {
             pending.len()
         } else {
             last_event_end(&pending).unwrap_or(0)
         };
+        // An SSE event may not grow without bound while it is held back: before the first
+        // byte that is a broken upstream (fail over); after it, what has arrived is sent as is.
+        if upto == 0 && pending.len() > ctx.buffer_bytes_max {
+            if !committed {
+                let what = "an SSE event larger than response_buffer_bytes_max".to_string();
+                return broken(w, Break::Malformed(what), committed, plan).await;
+            }
+            upto = pending.len();
+        }
         if upto > 0 || finished {
             if plan.done_check && !saw_done {
                 saw_done = contains_done(&pending[..upto]);

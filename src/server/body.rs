@@ -19,8 +19,9 @@ const TRAILER_BYTES_MAX: usize = 8 * 1024;
 /// Why a body could not be read. `None` in the error position means the client went away.
 pub type BodyResult = Result<usize, Option<GatewayError>>;
 
-/// Copies the decoded body into `into` and returns how many raw bytes after the head it
-/// occupied in `r.buf` (the caller consumes head + that many).
+/// Copies the decoded body into `into` and returns how many raw bytes after the head it still
+/// occupies in `r.buf` (the caller consumes head + that many; a chunked body's framing is
+/// removed from the buffer as it is decoded, so that is 0).
 pub async fn read(
     r: &mut ClientReader,
     head: &RequestHead,
@@ -44,11 +45,10 @@ pub async fn read(
         }
         RequestBody::Chunked => {
             let mut dec = ChunkedDecoder::new(TRAILER_BYTES_MAX);
-            let mut raw = 0usize;
             loop {
                 let mut over = false;
                 let used = dec
-                    .decode(&r.buf[head.head_len + raw..], &mut |data| {
+                    .decode(&r.buf[head.head_len..], &mut |data| {
                         if into.len() + data.len() > max {
                             over = true;
                         } else {
@@ -64,9 +64,11 @@ pub async fn read(
                 if over {
                     return Err(Some(too_large(max)));
                 }
-                raw += used;
+                // Raw framing is dropped as it is decoded: chunk extensions cannot make the
+                // buffer grow beyond the decoded body (plus one partial chunk line).
+                r.buf.drain(head.head_len..head.head_len + used);
                 if dec.is_done() {
-                    return Ok(raw);
+                    return Ok(0);
                 }
                 fill(r, start, limits).await?;
             }

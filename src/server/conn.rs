@@ -241,7 +241,8 @@ async fn dispatch(
             };
             let answer = api::local(&routes, local, &head, &c.r.buf, &ctx);
             // Local endpoints take no body; skip a small one so keep-alive survives.
-            let mut keep = head.keep_alive && super::body::skip(&mut c.r, &head, limits).await;
+            let mut keep =
+                reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
             c.r.consume(head.head_len);
             match answer {
                 Ok((status, body)) => {
@@ -258,12 +259,19 @@ async fn dispatch(
             keep
         }
         Err(err) => {
-            let keep = head.keep_alive && super::body::skip(&mut c.r, &head, limits).await;
+            let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
             c.r.consume(head.head_len);
             respond::error(&mut c.w.out, &err, None, keep);
             c.w.flush().await.is_ok() && keep
         }
     }
+}
+
+/// May the connection carry another request after this one? Not when the client said so, not
+/// while draining (the response then says `connection: close`), and not when the client waits
+/// for `100 Continue` before sending a body nobody will read.
+fn reusable(shard: &Shard, head: &RequestHead) -> bool {
+    head.keep_alive && !shard.draining.get() && !(head.expect_continue && has_body(head))
 }
 
 /// True when the request announces a body.

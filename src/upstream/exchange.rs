@@ -13,6 +13,10 @@ use crate::routes::ProviderRoute;
 use crate::shard::Shard;
 use crate::upstream::conn::UpConn;
 
+/// How soon after sending a request a closed pooled connection still counts as stale (closed
+/// by the upstream while idle) rather than as a failure while processing.
+const STALE_WINDOW: Duration = Duration::from_millis(100);
+
 /// Limits applied to upstream response heads.
 pub struct HeadLimits {
     pub bytes_max: usize,
@@ -55,12 +59,18 @@ pub async fn send(
             ));
         }
         let wait = route.first_byte_timeout.min(left(deadline)?);
+        let written = Instant::now();
         match read_head(&mut conn, wait, limits).await {
             Ok(head) => {
                 conn.uses += 1;
                 return Ok((conn, head));
             }
-            Err(HeadFailure::ClosedEarly) if reused => fresh_only = true,
+            // A pooled connection the upstream had already closed fails at once. One that dies
+            // later was closed while working on the request: sending it again could run it
+            // twice, so that is an ordinary (recorded) failure instead.
+            Err(HeadFailure::ClosedEarly) if reused && written.elapsed() < STALE_WINDOW => {
+                fresh_only = true
+            }
             Err(f) => return Err(f.into_error(wait)),
         }
     }

@@ -116,3 +116,35 @@ both_drivers! {
         assert_eq!(send_raw(gw.addr, b"POST /admin/backend-health HTTP/1.1\r\ncontent-length: 0\r\n\r\n").status, 405);
     }
 }
+
+both_drivers! {
+    fn a_client_that_leaves_mid_request_is_not_counted_in_flight_forever(driver) {
+        let slow = upstream(|_| Reply::Hang(Duration::from_secs(2)));
+        let gw = gateway(&config_two(slow.addr, slow.addr, ""), driver);
+        {
+            let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+            std::io::Write::write_all(&mut s, &post("/v1/chat/completions", CHAT)).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        settle();
+        let v = get(&gw, "/admin/backend-health").json();
+        for b in v["models"]["chat"]["backends"].as_array().unwrap() {
+            assert_eq!(b["inflight"], 0, "{v}");
+            assert_eq!(b["failure_count"], 0, "a cancelled attempt blames no backend: {v}");
+        }
+    }
+
+    fn past_the_total_timeout_no_other_backend_is_charged(driver) {
+        let slow = upstream(|_| Reply::Hang(Duration::from_secs(3)));
+        let good = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\ntotal_timeout_ms = 400\ncircuit_breaker_failure_threshold = 1\nmax_retries = 2\n";
+        let toml = config_two(slow.addr, good.addr, "").replacen("[settings]\nmax_retries = 2\n", settings, 1);
+        let gw = gateway(&toml, driver);
+        let forced = format!("authorization: Bearer {TOKEN}\r\nx-berry-backend: alpha\r\n");
+        send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &forced)).assert_error(504);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-berry-backend"), Some("beta"));
+        assert_eq!(r.header("x-berry-degraded"), None, "beta's circuit was never charged");
+    }
+}

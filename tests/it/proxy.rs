@@ -35,6 +35,22 @@ both_drivers! {
         );
     }
 
+    fn client_credentials_and_provider_headers_are_not_taken_from_clients(driver) {
+        let a = upstream(|_| json_reply(200, "{}"));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let extra = format!("authorization: Bearer {TOKEN}\r\nx-org: evil\r\nx-api-key: stolen\r\nopenai-organization: org-evil\r\nx-custom: kept\r\n");
+        let r = send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &extra));
+        assert_eq!(r.status, 200);
+        let seen = a.last();
+        let orgs: Vec<_> = seen.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("x-org")).collect();
+        assert_eq!(orgs.len(), 1, "only the provider's own X-Org: {orgs:?}");
+        assert_eq!(seen.header("x-org"), Some("org-alpha"));
+        assert_eq!(seen.header("x-api-key"), None);
+        assert_eq!(seen.header("openai-organization"), None);
+        assert_eq!(seen.header("x-custom"), Some("kept"));
+    }
+
     fn client_request_id_is_kept_and_base_url_v1_is_not_doubled(driver) {
         let a = upstream(|_| json_reply(500, "{}"));
         let b = upstream(|_| json_reply(200, r#"{"ok":true}"#));
