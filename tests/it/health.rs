@@ -148,3 +148,33 @@ both_drivers! {
         assert_eq!(r.header("x-berry-degraded"), None, "beta's circuit was never charged");
     }
 }
+
+both_drivers! {
+    fn active_checks_probe_per_token_backends_only(driver) {
+        let per_token = upstream(|s| if s.method == "GET" { json_reply(503, "{}") } else { json_reply(200, "{}") });
+        let per_request = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\nhealth_check_interval_seconds = 1\nhealth_check_timeout_seconds = 1\ncircuit_breaker_failure_threshold = 1\nmax_retries = 2\n";
+        let toml = config_two(per_token.addr, per_request.addr, "")
+            .replacen("[settings]\nmax_retries = 2\n", settings, 1)
+            .replacen("model = \"up-model-b\"\nweight = 1", "model = \"up-model-b\"\nweight = 1\nbilling_mode = \"per_request\"", 1);
+        let gw = gateway(&toml, driver);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = get(&gw, "/admin/backend-health").json();
+            if v["models"]["chat"]["backends"][0]["circuit"] == "open" {
+                assert_eq!(v["models"]["chat"]["backends"][1]["circuit"], "closed");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the failing models probe never opened the circuit: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let probes = per_token.seen.lock().unwrap().iter().filter(|s| s.method == "GET").count();
+        assert!(probes >= 1);
+        assert_eq!(per_token.last().path, "/v1/models");
+        assert_eq!(per_token.last().header("authorization"), Some("Bearer sk-alpha-secret-000000"));
+        assert_eq!(per_request.count(), 0, "per-request backends are never probed (probes would cost money)");
+        // Probes are not traffic: the window shows no requests.
+        let v = get(&gw, "/admin/backend-health").json();
+        assert_eq!(v["models"]["chat"]["backends"][0]["requests_window"], 0);
+    }
+}
