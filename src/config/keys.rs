@@ -194,7 +194,7 @@ static SMART_AI: [Entry; 11] = [
     ignored("health_check_weight", CLI_LEFTOVER),
 ];
 
-static SETTINGS: [Entry; 19] = [
+static SETTINGS: [Entry; 21] = [
     leaf("max_retries"),
     leaf("report_interval_ms"),
     leaf("snapshot_interval_ms"),
@@ -210,6 +210,8 @@ static SETTINGS: [Entry; 19] = [
     leaf("recovery_check_interval_seconds"),
     leaf("circuit_breaker_failure_threshold"),
     leaf("circuit_breaker_timeout_seconds"),
+    leaf("circuit_breaker_error_rate"),
+    leaf("circuit_breaker_min_requests"),
     leaf("max_internal_retries"),
     leaf("health_check_timeout_seconds"),
     Entry {

@@ -310,6 +310,11 @@ pub struct Settings {
     pub recovery_check_interval: Duration,
     pub circuit_breaker_failure_threshold: u32,
     pub circuit_breaker_timeout: Duration,
+    /// Open the circuit when this share of the window's requests failed (0 = only consecutive
+    /// failures open it).
+    pub circuit_breaker_error_rate: f64,
+    /// Requests the window must hold before the error rate can open the circuit.
+    pub circuit_breaker_min_requests: u32,
     pub max_internal_retries: u32,
     pub health_check_timeout: Duration,
     pub smart_ai: SmartAi,

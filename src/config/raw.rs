@@ -55,6 +55,8 @@ pub(super) struct RawSettings {
     pub recovery_check_interval_seconds: Option<S<i64>>,
     pub circuit_breaker_failure_threshold: Option<S<i64>>,
     pub circuit_breaker_timeout_seconds: Option<S<i64>>,
+    pub circuit_breaker_error_rate: Option<S<f64>>,
+    pub circuit_breaker_min_requests: Option<S<i64>>,
     pub max_internal_retries: Option<S<i64>>,
     pub health_check_timeout_seconds: Option<S<i64>>,
     pub smart_ai: Option<S<RawSmartAi>>,

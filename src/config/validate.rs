@@ -351,6 +351,20 @@ fn settings(cx: &mut Ctx<'_, '_>, raw: &RawSettings) -> Settings {
             120,
         ),
         circuit_breaker_failure_threshold: threshold as u32,
+        circuit_breaker_error_rate: cx.fraction(
+            raw.circuit_breaker_error_rate.as_ref(),
+            &p("circuit_breaker_error_rate"),
+            0.0,
+            true,
+        ),
+        circuit_breaker_min_requests: cx.int(
+            raw.circuit_breaker_min_requests.as_ref(),
+            &p("circuit_breaker_min_requests"),
+            20,
+            1,
+            1_000_000,
+            "a rate over no requests means nothing",
+        ) as u32,
         circuit_breaker_timeout: cx.secs(
             raw.circuit_breaker_timeout_seconds.as_ref(),
             &p("circuit_breaker_timeout_seconds"),

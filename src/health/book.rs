@@ -198,6 +198,24 @@ impl HealthBook {
                         let _ = w.add(&slot.latency);
                     }
                 }
+                let rate_limit = self.config.settings.circuit_breaker_error_rate;
+                let min_requests = u64::from(self.config.settings.circuit_breaker_min_requests);
+                if rate_limit > 0.0
+                    && matches!(entry.breaker.circuit, Circuit::Closed { .. })
+                    && requests >= min_requests
+                    && failures as f64 >= rate_limit * requests as f64
+                {
+                    // Too many failures over the window, even if never `threshold` in a row.
+                    entry.breaker.circuit = Circuit::Open {
+                        until: now + self.breaker_cfg.open_for,
+                    };
+                    entry.breaker.ramp = None;
+                    // The window that opened it must not open it again right after recovery.
+                    for slot in &mut entry.slots {
+                        slot.requests = 0;
+                        slot.failures = 0;
+                    }
+                }
                 let q = |p: f64| {
                     window
                         .as_ref()

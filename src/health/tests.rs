@@ -183,3 +183,51 @@ fn retry_after_cools_the_backend_for_exactly_that_long_across_shards() {
     assert!(!s.admits(1, t0 + Duration::from_millis(6_999)));
     assert!(s.admits(1, t0 + Duration::from_secs(7)));
 }
+
+#[test]
+fn error_rate_over_the_window_opens_the_circuit_without_consecutive_failures() {
+    let toml = "[settings]\ncircuit_breaker_error_rate = 0.5\ncircuit_breaker_min_requests = 10\n[providers.a]\nname = \"A\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"sk-aaaaaaaaaaaa\"\nmodels = [\"m\"]\n[models.chat]\nname = \"chat\"\n[[models.chat.backends]]\nprovider = \"a\"\nmodel = \"m\"\n";
+    let cfg = Arc::new(config::load_str(toml, "t.toml").expect("valid"));
+    let t0 = Instant::now();
+    let mut book = HealthBook::new(cfg, 1, t0);
+    let ev = |class| OutcomeEvent {
+        model: 0,
+        backend: 0,
+        class,
+        latency_us: 1000,
+        retry_after_s: 0,
+    };
+    let events: Vec<_> = (0..20)
+        .map(|i| {
+            ev(if i % 2 == 0 {
+                OutcomeClass::ServerError
+            } else {
+                OutcomeClass::Success
+            })
+        })
+        .collect();
+    let report = ShardReport {
+        shard: 0,
+        events: events[..8].to_vec(),
+        inflight: vec![vec![0]],
+        dropped_events: 0,
+        dropped_reports: 0,
+    };
+    book.apply(&report, t0);
+    assert!(
+        book.snapshot(t0).backend(0, 0).unwrap().admits(0, t0),
+        "8 requests: below min_requests"
+    );
+    let report = ShardReport {
+        shard: 0,
+        events: events[8..].to_vec(),
+        inflight: vec![vec![0]],
+        dropped_events: 0,
+        dropped_reports: 0,
+    };
+    book.apply(&report, t0);
+    let snap = book.snapshot(t0);
+    let s = snap.backend(0, 0).unwrap();
+    assert_eq!(s.consecutive_failures, 0, "never two failures in a row");
+    assert!(!s.admits(0, t0), "50 % of 20 requests failed: open");
+}
