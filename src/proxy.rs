@@ -260,7 +260,9 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             provider: p.forced_provider,
         };
         let now = Instant::now();
-        let snapshot = shard.snapshot.borrow().clone();
+        // Borrowed, not cloned: the `Arc` is shared by every shard, and touching its count per
+        // request would bounce a cache line between cores.
+        let snapshot = shard.snapshot.borrow();
         let choice = shard.balance.borrow_mut().pick(
             config,
             p.model,
@@ -271,6 +273,7 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             now,
             &mut shard.rng.borrow_mut(),
         );
+        drop(snapshot);
         let Some(choice) = choice else { break };
         let attempt = Attempt {
             shard,
