@@ -262,18 +262,19 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
         let now = Instant::now();
         // Borrowed, not cloned: the `Arc` is shared by every shard, and touching its count per
         // request would bounce a cache line between cores.
-        let snapshot = shard.snapshot.borrow();
-        let choice = shard.balance.borrow_mut().pick(
-            config,
-            p.model,
-            &filter,
-            &pick_req,
-            &snapshot,
-            shard.id,
-            now,
-            &mut shard.rng.borrow_mut(),
-        );
-        drop(snapshot);
+        let choice = {
+            let snapshot = shard.snapshot.borrow();
+            shard.balance.borrow_mut().pick(
+                config,
+                p.model,
+                &filter,
+                &pick_req,
+                &snapshot,
+                shard.id,
+                now,
+                &mut shard.rng.borrow_mut(),
+            )
+        };
         let Some(choice) = choice else { break };
         let attempt = Attempt {
             shard,
