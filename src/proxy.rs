@@ -276,6 +276,22 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             )
         };
         let Some(choice) = choice else { break };
+        if choice.degraded && p.forced_provider.is_some() {
+            // A forced backend that is down is said plainly, never tried blind or routed around.
+            shard
+                .balance
+                .borrow_mut()
+                .cancel(p.model, choice.backend, now);
+            let id = &config.providers[model.backends[choice.backend].provider].id;
+            last = Some(GatewayError::new(
+                ErrorKind::NoBackend,
+                format!(
+                    "backend `{id}` is unavailable for model `{}` (its circuit is open)",
+                    model.name
+                ),
+            ));
+            break;
+        }
         let attempt = Attempt {
             shard,
             model: p.model,

@@ -108,3 +108,19 @@ both_drivers! {
         assert_eq!(a.count(), 0);
     }
 }
+
+both_drivers! {
+    fn forced_backend_with_an_open_circuit_is_a_clear_503(driver) {
+        let bad = upstream(|_| json_reply(500, "{}"));
+        let good = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\ncircuit_breaker_failure_threshold = 1\ncircuit_breaker_timeout_seconds = 60\n";
+        let toml = config_with(bad.addr, good.addr, "weighted_random", "weight = 1", "weight = 1", "").replacen("[settings]\n", settings, 1);
+        let gw = gateway(&toml, driver);
+        let forced = format!("authorization: Bearer {TOKEN}\r\nx-berry-backend: alpha\r\n");
+        assert_eq!(send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &forced)).status, 500);
+        let v = send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &forced)).assert_error(503);
+        assert!(v["error"]["message"].as_str().unwrap().contains("alpha"), "{v}");
+        assert_eq!(bad.count(), 1, "not tried again while open");
+        assert_eq!(good.count(), 0, "never silently elsewhere");
+    }
+}
