@@ -41,14 +41,19 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     let (probe_tx, probes) = crossbeam_channel::unbounded::<ProbeResult>();
-    let prober = probe::spawn(routes.clone(), probe_tx, shutdown.clone())?;
+    // Blocking work (probes, DNS) runs on the probe thread, so snapshots are never late.
+    let prober = probe::spawn(
+        routes.clone(),
+        probe_tx,
+        shards.clone(),
+        addresses,
+        shutdown.clone(),
+    )?;
     std::thread::Builder::new()
         .name("berry-control".into())
         .spawn(move || {
             let settings = &routes.config.settings;
             let mut book = HealthBook::new(routes.config.clone(), shards.len(), Instant::now());
-            let mut last_dns = Instant::now();
-            let mut table: AddressTable = addresses.as_ref().clone();
             let mut next_snapshot = Instant::now();
             while !shutdown.is_triggered() {
                 let wait = next_snapshot
@@ -74,16 +79,27 @@ pub fn spawn(
                     let snap = Arc::new(book.snapshot(now));
                     broadcast(&shards, || ShardMsg::Snapshot(snap.clone()));
                 }
-                if now.duration_since(last_dns) >= DNS_REFRESH {
-                    last_dns = now;
-                    if refresh(&mut table, resolve_all(&routes.config)) {
-                        let shared = Arc::new(table.clone());
-                        broadcast(&shards, || ShardMsg::Addresses(shared.clone()));
-                    }
-                }
             }
             let _ = prober.join();
         })
+}
+
+/// Re-resolves upstream hosts every [`DNS_REFRESH`] and tells the shards when anything
+/// changed; called from the probe thread's loop.
+pub fn refresh_dns(
+    routes: &Routes,
+    table: &mut AddressTable,
+    last: &mut Instant,
+    shards: &[Sender<ShardMsg>],
+) {
+    if last.elapsed() < DNS_REFRESH {
+        return;
+    }
+    *last = Instant::now();
+    if refresh(table, resolve_all(&routes.config)) {
+        let shared = Arc::new(table.clone());
+        broadcast(shards, || ShardMsg::Addresses(shared.clone()));
+    }
 }
 
 /// Merges a fresh resolution into `table`: a provider whose lookup failed (empty) keeps its

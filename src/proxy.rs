@@ -399,7 +399,13 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     backend.model,
                     e.message
                 );
-                attempt.finish(config, transport_class(&e), head_at, None);
+                attempt.finish_with_latency(
+                    config,
+                    transport_class(&e),
+                    head_at,
+                    Instant::now(),
+                    None,
+                );
                 last = Some(e);
             }
         }
@@ -457,7 +463,7 @@ impl Attempt<'_> {
             backend: self.backend as u32,
             class,
             latency_us: elapsed.as_micros().min(u128::from(u32::MAX)) as u32,
-            retry_after_s: retry_after.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+            retry_after_s: retry_after.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
         });
     }
 }

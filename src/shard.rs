@@ -183,7 +183,9 @@ async fn ticker(
 /// Sends this shard's outcomes to the control thread every `interval`, never blocking: when
 /// the channel is full the events stay here for the next report and the miss is counted.
 async fn reporter(shard: Rc<Shard>, reports: Sender<ShardReport>, interval: Duration) {
-    while !shard.draining.get() {
+    // Runs until the runtime ends, so outcomes of requests finishing during a drain still
+    // reach the control thread.
+    loop {
         monoio::time::sleep(interval).await;
         let report = {
             let mut rec = shard.recorder.borrow_mut();
@@ -194,21 +196,23 @@ async fn reporter(shard: Rc<Shard>, reports: Sender<ShardReport>, interval: Dura
                 events,
                 inflight: shard.balance.borrow().inflight(),
                 dropped_events: std::mem::take(&mut rec.dropped_events),
-                dropped_reports: rec.dropped_reports,
+                dropped_reports: std::mem::take(&mut rec.dropped_reports),
             }
         };
-        match reports.try_send(report) {
-            Ok(()) => {}
-            Err(TrySendError::Full(mut back)) | Err(TrySendError::Disconnected(mut back)) => {
-                let mut rec = shard.recorder.borrow_mut();
-                rec.dropped_reports += 1;
-                rec.dropped_events += back.dropped_events;
-                // Keep the unsent events ahead of the newer ones, within the bound.
-                back.events.append(&mut rec.events);
-                back.events
-                    .truncate(crate::health::report::REPORT_EVENTS_MAX);
-                rec.events = back.events;
+        if let Err(TrySendError::Full(mut back) | TrySendError::Disconnected(mut back)) =
+            reports.try_send(report)
+        {
+            let mut rec = shard.recorder.borrow_mut();
+            rec.dropped_reports += back.dropped_reports + 1;
+            rec.dropped_events += back.dropped_events;
+            // Keep the unsent events ahead of the newer ones, within the bound.
+            back.events.append(&mut rec.events);
+            let max = crate::health::report::REPORT_EVENTS_MAX;
+            if back.events.len() > max {
+                rec.dropped_events += (back.events.len() - max) as u64;
+                back.events.truncate(max);
             }
+            rec.events = back.events;
         }
     }
 }

@@ -105,8 +105,17 @@ pub fn effective_weight(
     if !available {
         return 0.0;
     }
+    // The same inputs the shards' picks use: the ramped weight, then the strategy's formula.
+    let view = crate::balance::BackendView {
+        weight: crate::balance::ramped_weight(
+            model.strategy,
+            view.weight,
+            snap.breaker.traffic_factor(),
+        ),
+        ..view.clone()
+    };
     match model.strategy {
-        Strategy::SmartAi => smart_ai::effective_weight(view, &config.settings.smart_ai),
+        Strategy::SmartAi => smart_ai::effective_weight(&view, &config.settings.smart_ai),
         Strategy::SmartWeightedFailover => view.weight * view.health_factor,
         _ => view.weight,
     }
@@ -211,7 +220,6 @@ fn model_weights(config: &Config, snapshot: &Snapshot, models: &[usize], now: In
 
 fn smart_ai_model(config: &Config, snapshot: &Snapshot, mi: usize, now: Instant) -> Value {
     let m = &config.models[mi];
-    let knobs = &config.settings.smart_ai;
     let mut confidences = Vec::new();
     let mut premium = 0;
     let mut healthy = 0;
@@ -228,7 +236,7 @@ fn smart_ai_model(config: &Config, snapshot: &Snapshot, mi: usize, now: Instant)
                 "provider": config.providers[b.provider].id,
                 "model": b.model,
                 "original_weight": b.weight,
-                "effective_weight": smart_ai::effective_weight(&s.view, knobs),
+                "effective_weight": effective_weight(config, m, s, s.breaker.admission(now) != Admission::Deny),
                 "confidence": s.view.confidence,
                 "is_premium": s.view.premium,
                 "enabled": b.enabled,

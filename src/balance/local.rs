@@ -103,14 +103,22 @@ impl LocalBalance {
             // After a circuit closes the backend's weight ramps back (10/30/50/100 %).
             let local_factor = self.breakers[model][i].traffic_factor();
             let view = match snapshot.backend(model, i) {
-                Some(snap) => BackendView {
-                    available: local_ok && snap.admits(shard, now),
-                    inflight: stats.inflight,
-                    weight: b.weight * snap.breaker.traffic_factor().min(local_factor),
-                    ..snap.view.clone()
-                },
+                Some(snap) => {
+                    // The designated prober sends one probe at a time: the book hears its
+                    // result within a report, and the next snapshot closes or reopens.
+                    let probing_here = snap.is_probe_for(shard, now);
+                    let factor = snap.breaker.traffic_factor().min(local_factor);
+                    BackendView {
+                        available: local_ok
+                            && snap.admits(shard, now)
+                            && !(probing_here && stats.inflight > 0),
+                        inflight: stats.inflight,
+                        weight: super::ramped_weight(m.strategy, b.weight, factor),
+                        ..snap.view.clone()
+                    }
+                }
                 None => BackendView {
-                    weight: b.weight * local_factor,
+                    weight: super::ramped_weight(m.strategy, b.weight, local_factor),
                     ..stats.view(b, local_ok, now, knobs)
                 },
             };
@@ -137,8 +145,14 @@ impl LocalBalance {
         let knobs = &config.settings.smart_ai;
         self.stats[model][backend].end(outcome.class, outcome.elapsed, now, knobs);
         let event = match outcome.class {
-            // A client error says nothing about the backend; for the breaker it proves it is up.
-            OutcomeClass::Success | OutcomeClass::ClientError => Event::Success,
+            OutcomeClass::ClientError => {
+                // The client's mistake is no verdict on the backend; a probe it answered may go
+                // again.
+                let b = &mut self.breakers[model][backend];
+                *b = b.release_probe(now);
+                return;
+            }
+            OutcomeClass::Success => Event::Success,
             OutcomeClass::RateLimited => Event::RateLimited {
                 retry_after: outcome.retry_after,
             },

@@ -83,6 +83,17 @@ impl BackendView {
     }
 }
 
+/// A backend's weight while its circuit breaker ramps traffic back (`factor` 0.1 → 1.0 after a
+/// recovery). `smart_weighted_failover` already scales by its own recovery stage, so the ramp
+/// is not applied twice there. Shards and admin views both use this, so they agree.
+pub fn ramped_weight(strategy: Strategy, weight: f64, factor: f64) -> f64 {
+    if strategy == Strategy::SmartWeightedFailover {
+        weight
+    } else {
+        weight * factor
+    }
+}
+
 /// What the caller knows about the request beyond the candidate set.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PickRequest {

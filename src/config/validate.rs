@@ -298,7 +298,28 @@ fn settings(cx: &mut Ctx<'_, '_>, raw: &RawSettings) -> Settings {
         10_000,
         "the breaker would open before any failure",
     );
+    // Berry API keys that still parse but have no effect in Berry: say so instead of ignoring
+    // them silently.
+    if let Some(v) = &raw.recovery_check_interval_seconds {
+        let msg = "has no effect: active checks run every `health_check_interval_seconds`, and a \
+                   tripped circuit is probed after `circuit_breaker_timeout_seconds`";
+        cx.sink
+            .warn(v.span(), &p("recovery_check_interval_seconds"), msg);
+    }
+    if let Some(v) = &raw.max_internal_retries {
+        let msg =
+            "has no effect: unavailable backends are never picked, and failover uses `max_retries`";
+        cx.sink.warn(v.span(), &p("max_internal_retries"), msg);
+    }
     let smart_ai_raw = raw.smart_ai.as_ref().map(S::get_ref);
+    if let Some(v) = smart_ai_raw.and_then(|s| s.lightweight_check_interval_seconds.as_ref()) {
+        let msg = "has no effect: active checks run every `settings.health_check_interval_seconds`";
+        cx.sink.warn(
+            v.span(),
+            "settings.smart_ai.lightweight_check_interval_seconds",
+            msg,
+        );
+    }
     Settings {
         max_retries: max_retries as u32,
         connect_timeout: cx.ms(

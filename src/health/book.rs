@@ -18,6 +18,10 @@ use crate::config::Config;
 /// Width of one slot of the sliding window, and the number of slots (10 × 1 s).
 const SLOT: Duration = Duration::from_secs(1);
 const SLOTS: usize = 10;
+/// Snapshots between two refreshes of the window percentiles.
+const QUANTILES_EVERY: u64 = 10;
+/// Snapshots between two rotations of the shard allowed to probe a half-open circuit.
+const PROBE_ROTATE: u64 = 10;
 /// Latencies above this are recorded as this (1 h, in µs): the histogram needs a bound.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
@@ -33,10 +37,11 @@ struct Entry {
     stats: BackendStats,
     slots: Vec<Slot>,
     /// Shard chosen for the half-open probe, so that exactly one probe goes out.
-    probe_shard: Option<usize>,
     inflight: Vec<u32>,
     last_failure: Option<Instant>,
     consecutive_failures: u32,
+    /// p50 and p99 over the window, ms, as of the last refresh.
+    quantiles_ms: (Option<f64>, Option<f64>),
 }
 
 pub struct HealthBook {
@@ -44,10 +49,11 @@ pub struct HealthBook {
     entries: Vec<Vec<Entry>>,
     breaker_cfg: BreakerConfig,
     shards: usize,
-    next_probe_shard: usize,
     pub dropped_events: u64,
     pub dropped_reports: u64,
     seq: u64,
+    /// Reused to merge a window's histograms.
+    scratch: Histogram<u64>,
 }
 
 impl HealthBook {
@@ -63,10 +69,10 @@ impl HealthBook {
                         breaker: Breaker::default(),
                         stats: BackendStats::new(knobs),
                         slots: (0..SLOTS).map(|_| new_slot(now)).collect(),
-                        probe_shard: None,
                         inflight: vec![0; shards],
                         last_failure: None,
                         consecutive_failures: 0,
+                        quantiles_ms: (None, None),
                     })
                     .collect()
             })
@@ -80,17 +86,17 @@ impl HealthBook {
             entries,
             breaker_cfg,
             shards,
-            next_probe_shard: 0,
             dropped_events: 0,
             dropped_reports: 0,
             seq: 0,
+            scratch: new_slot(now).latency,
         }
     }
 
     /// Folds one shard report in, event by event, in the order the shard saw them.
     pub fn apply(&mut self, report: &ShardReport, now: Instant) {
         self.dropped_events += report.dropped_events;
-        self.dropped_reports = self.dropped_reports.max(report.dropped_reports);
+        self.dropped_reports += report.dropped_reports;
         for e in &report.events {
             self.apply_event(e, now);
         }
@@ -105,7 +111,7 @@ impl HealthBook {
         }
     }
 
-    /// One outcome (from a live request or an active check with `live = false`).
+    /// One outcome of a live request.
     pub fn apply_event(&mut self, e: &OutcomeEvent, now: Instant) {
         let knobs = &self.config.settings.smart_ai;
         let Some(entry) = self
@@ -115,29 +121,25 @@ impl HealthBook {
         else {
             return;
         };
+        if e.class == OutcomeClass::ClientError {
+            // The client's mistake says nothing about the backend: no breaker, no counts.
+            return;
+        }
         entry.stats.record(e.class, Some(e.latency()), now, knobs);
+        let cool_down = e.class == OutcomeClass::RateLimited && e.retry_after_s.is_some();
         let event = match e.class {
-            OutcomeClass::Success | OutcomeClass::ClientError => Event::Success,
+            OutcomeClass::Success => Event::Success,
             OutcomeClass::RateLimited => Event::RateLimited {
-                retry_after: (e.retry_after_s > 0)
-                    .then(|| Duration::from_secs(u64::from(e.retry_after_s))),
+                retry_after: e.retry_after_s.map(|s| Duration::from_secs(u64::from(s))),
             },
             _ => Event::Failure,
         };
-        if matches!(event, Event::Failure) {
-            entry.last_failure = Some(now);
-            entry.consecutive_failures += 1;
-        } else if matches!(event, Event::Success) {
-            entry.consecutive_failures = 0;
-        }
+        note_failure(entry, matches!(event, Event::Failure), now);
         entry.breaker = entry.breaker.on(event, now, &self.breaker_cfg);
-        if e.class == OutcomeClass::ClientError {
-            // Client errors say nothing about the backend: no window counts either.
-            return;
-        }
         let slot = current_slot(&mut entry.slots, now);
         slot.requests += 1;
-        slot.failures += u64::from(e.class.is_backend_failure());
+        // A 429 with Retry-After is a cool-down the backend asked for, not a failure.
+        slot.failures += u64::from(e.class.is_backend_failure() && !cool_down);
         if e.class.measures_latency() {
             let _ = slot
                 .latency
@@ -145,17 +147,22 @@ impl HealthBook {
         }
     }
 
-    /// An active check's verdict: it moves the breaker (a success closes a half-open circuit,
-    /// failures open it) but never the traffic counts or SmartAI confidence.
+    /// An active check's verdict. A failure counts toward opening the circuit like a live one;
+    /// a success only decides a half-open circuit (a passing `/models` check must not reset a
+    /// live failure streak). Checks are not traffic: no window counts, no SmartAI confidence.
     pub fn apply_probe(&mut self, model: usize, backend: usize, class: OutcomeClass, now: Instant) {
         let Some(entry) = self.entries.get_mut(model).and_then(|v| v.get_mut(backend)) else {
             return;
         };
+        let half_open = matches!(entry.breaker.advance(now).circuit, Circuit::HalfOpen { .. });
         let event = if class.is_backend_failure() {
             Event::Failure
-        } else {
+        } else if half_open {
             Event::Success
+        } else {
+            return;
         };
+        note_failure(entry, matches!(event, Event::Failure), now);
         entry.breaker = entry.breaker.on(event, now, &self.breaker_cfg);
     }
 
@@ -168,24 +175,23 @@ impl HealthBook {
             let mut backends = Vec::with_capacity(per_backend.len());
             for (b, entry) in per_backend.iter_mut().enumerate() {
                 entry.breaker = entry.breaker.advance(now);
-                // A half-open circuit lets exactly one shard send the probe; rotate which one so
-                // a shard without traffic does not hold the probe forever.
+                // Exactly one shard may probe an open (soon half-open) circuit. It is known before
+                // the open period ends, so no shard sees a half-open circuit without a designated
+                // prober, and it rotates every PROBE_ROTATE snapshots so a shard without traffic
+                // for this model cannot hold the probe forever.
                 let probe_shard = match entry.breaker.circuit {
-                    Circuit::HalfOpen { probing: false } => {
-                        let s = *entry.probe_shard.get_or_insert_with(|| {
-                            let s = self.next_probe_shard % self.shards.max(1);
-                            self.next_probe_shard += 1;
-                            s
-                        });
-                        Some(s)
+                    Circuit::Open { .. } | Circuit::HalfOpen { .. } => {
+                        let turn = (self.seq / PROBE_ROTATE) as usize + m * 31 + b;
+                        Some(turn % self.shards.max(1))
                     }
-                    _ => {
-                        entry.probe_shard = None;
-                        None
-                    }
+                    Circuit::Closed { .. } => None,
                 };
                 let backend = &self.config.models[m].backends[b];
-                let mut window = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 2).ok();
+                // Percentiles cost a merge of ten histograms: once a second is plenty for views.
+                let refresh_quantiles = self.seq % QUANTILES_EVERY == 1;
+                if refresh_quantiles {
+                    self.scratch.reset();
+                }
                 let (mut requests, mut failures) = (0, 0);
                 for slot in entry
                     .slots
@@ -194,8 +200,8 @@ impl HealthBook {
                 {
                     requests += slot.requests;
                     failures += slot.failures;
-                    if let Some(w) = window.as_mut() {
-                        let _ = w.add(&slot.latency);
+                    if refresh_quantiles {
+                        let _ = self.scratch.add(&slot.latency);
                     }
                 }
                 let rate_limit = self.config.settings.circuit_breaker_error_rate;
@@ -216,12 +222,12 @@ impl HealthBook {
                         slot.failures = 0;
                     }
                 }
-                let q = |p: f64| {
-                    window
-                        .as_ref()
-                        .filter(|w| !w.is_empty())
-                        .map(|w| w.value_at_quantile(p) as f64 / 1000.0)
-                };
+                if refresh_quantiles {
+                    let w = &self.scratch;
+                    let q =
+                        |p: f64| (!w.is_empty()).then(|| w.value_at_quantile(p) as f64 / 1000.0);
+                    entry.quantiles_ms = (q(0.5), q(0.99));
+                }
                 let view = entry.stats.view(backend, true, now, knobs);
                 backends.push(BackendSnap {
                     view,
@@ -229,8 +235,8 @@ impl HealthBook {
                     probe_shard,
                     requests_window: requests,
                     failures_window: failures,
-                    p50_ms: q(0.5),
-                    p99_ms: q(0.99),
+                    p50_ms: entry.quantiles_ms.0,
+                    p99_ms: entry.quantiles_ms.1,
                     inflight_total: entry.inflight.iter().sum(),
                     consecutive_failures: entry.consecutive_failures,
                     last_failure_age: entry.last_failure.map(|t| now.duration_since(t)),
@@ -245,6 +251,16 @@ impl HealthBook {
             dropped_events: self.dropped_events,
             dropped_reports: self.dropped_reports,
         }
+    }
+}
+
+/// Keeps the admin views' failure streak in step with what the breaker saw.
+fn note_failure(entry: &mut Entry, failed: bool, now: Instant) {
+    if failed {
+        entry.last_failure = Some(now);
+        entry.consecutive_failures += 1;
+    } else {
+        entry.consecutive_failures = 0;
     }
 }
 

@@ -1,5 +1,5 @@
 //! Active health checks, on a thread of their own (never a shard, never the control thread:
-//! a probe may wait for its whole timeout). Backends with `health_check = "models"` (the
+//! a probe may wait for its whole timeout). The same thread refreshes upstream DNS. Backends with `health_check = "models"` (the
 //! default for per-token billing) get `GET {base}/models` with the provider key, free on every
 //! API we know; `"chat"` sends a one-token completion; `"none"` (the default for per-request
 //! billing, where every probe costs money) is judged by live traffic only.
@@ -17,8 +17,9 @@ use crossbeam_channel::Sender;
 
 use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::config::HealthCheck;
+use crate::control::ShardMsg;
 use crate::http::head::{parse_response, Method};
-use crate::routes::{ProviderRoute, Routes};
+use crate::routes::{AddressTable, ProviderRoute, Routes};
 use crate::runtime::Shutdown;
 
 /// Largest probe response head read.
@@ -35,6 +36,8 @@ pub struct ProbeResult {
 pub fn spawn(
     routes: Arc<Routes>,
     results: Sender<ProbeResult>,
+    shards: Vec<crossbeam_channel::Sender<ShardMsg>>,
+    addresses: Arc<AddressTable>,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -42,7 +45,10 @@ pub fn spawn(
         .spawn(move || {
             let settings = &routes.config.settings;
             let mut next = Instant::now() + settings.health_check_interval;
+            let mut table = addresses.as_ref().clone();
+            let mut last_dns = Instant::now();
             while !shutdown.is_triggered() {
+                crate::control::refresh_dns(&routes, &mut table, &mut last_dns, &shards);
                 if Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;

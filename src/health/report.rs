@@ -19,8 +19,8 @@ pub struct OutcomeEvent {
     pub class: OutcomeClass,
     /// Time from sending the request to the response head (or the failure), µs.
     pub latency_us: u32,
-    /// A 429's `Retry-After`, seconds (0 = none).
-    pub retry_after_s: u32,
+    /// A 429's `Retry-After`, seconds (`Retry-After: 0` is `Some(0)`, not "none").
+    pub retry_after_s: Option<u32>,
 }
 
 impl OutcomeEvent {

@@ -28,7 +28,7 @@ impl BackendSnap {
     pub fn admits(&self, shard: usize, now: Instant) -> bool {
         match self.breaker.admission(now) {
             Admission::Allow => true,
-            Admission::Probe => self.probe_shard.is_none_or(|s| s == shard),
+            Admission::Probe => self.probe_shard == Some(shard),
             Admission::Deny => false,
         }
     }
@@ -41,9 +41,16 @@ impl BackendSnap {
         }
     }
 
-    /// Healthy for the `/health` views: traffic allowed and the recovery ramp complete.
+    /// Healthy for the `/health` views: the circuit closed and its recovery ramp complete.
+    /// (Not the `smart_weighted_failover` stage, which one failure lowers until five live
+    /// successes: that is a weighting, not a health verdict.)
     pub fn healthy(&self, now: Instant) -> bool {
-        self.breaker.admission(now) == Admission::Allow && self.view.health_factor >= 1.0
+        self.breaker.admission(now) == Admission::Allow && self.breaker.ramp.is_none()
+    }
+
+    /// Is this shard, on the snapshot's word, the one to probe the backend now?
+    pub fn is_probe_for(&self, shard: usize, now: Instant) -> bool {
+        self.breaker.admission(now) == Admission::Probe && self.probe_shard == Some(shard)
     }
 }
 
