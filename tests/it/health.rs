@@ -99,12 +99,17 @@ both_drivers! {
         down.store(false, Ordering::SeqCst);
         let start = Instant::now();
         std::thread::sleep(Duration::from_millis(1100));
+        // Traffic ramps back (10 %, 30 %, 50 %, 100 % as successes come in): keep sending for
+        // a few snapshot periods and require the backend's share to grow back.
         let before = flappy.count();
-        for _ in 0..40 {
+        while flappy.count() - before < 10 {
+            assert!(start.elapsed() < Duration::from_secs(4), "traffic did not return: {} requests", flappy.count() - before);
             assert_eq!(send_raw(gw.addr, &post("/v1/chat/completions", CHAT)).status, 200);
+            std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(flappy.count() - before >= 5, "traffic returned: {} requests", flappy.count() - before);
-        assert!(start.elapsed() < Duration::from_secs(5));
+        settle();
+        let v = get(&gw, "/admin/backend-health").json();
+        assert_eq!(v["models"]["chat"]["backends"][0]["circuit"], "closed", "{v}");
     }
 
     fn admin_views_are_refused_to_non_loopback_clients(driver) {
