@@ -142,8 +142,11 @@ impl LocalBalance {
         outcome: Outcome,
         now: Instant,
     ) {
-        let knobs = &config.settings.smart_ai;
-        self.stats[model][backend].end(outcome.class, outcome.elapsed, now, knobs);
+        // Confidence, recovery stage and latency are learned once, on the control thread, from
+        // this shard's report (the snapshot carries them back); here only the count changes.
+        let _ = config;
+        let stats = &mut self.stats[model][backend];
+        stats.inflight = stats.inflight.saturating_sub(1);
         let event = match outcome.class {
             OutcomeClass::ClientError => {
                 // The client's mistake is no verdict on the backend; a probe it answered may go

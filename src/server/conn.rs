@@ -231,7 +231,11 @@ async fn dispatch(
     let routes = shard.routes();
     let endpoint = api::route(head.method, head.path(&c.r.buf));
     match endpoint {
-        Ok(Endpoint::Proxy(path)) => crate::proxy::handle(shard, &routes, c, head, path).await,
+        // Boxed: the proxied request's future is large, and inline it would be copied into
+        // this one (and this one into `serve`'s) on every request.
+        Ok(Endpoint::Proxy(path)) => {
+            Box::pin(crate::proxy::handle(shard, &routes, c, head, path)).await
+        }
         Ok(local) => {
             let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
             let snapshot = shard.snapshot.borrow().clone();
