@@ -26,7 +26,7 @@ use crate::routes::{Routes, UpstreamPath};
 use crate::server::conn::{Client, ClientReader, ClientWriter};
 use crate::server::{body, respond};
 use crate::shard::Shard;
-use crate::upstream::exchange::{self, HeadLimits};
+use crate::upstream::exchange::{self, Budget, HeadLimits};
 
 /// Nesting accepted in request JSON.
 const JSON_DEPTH_MAX: usize = 128;
@@ -311,16 +311,12 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
         let provider = &config.providers[backend.provider];
         let route = &routes.providers[backend.provider];
         build_request(&mut req, &mut scratch, route, p, &backend.model);
-        let sent = exchange::send(
-            shard,
-            backend.provider,
-            route,
-            &mut req,
-            settings.connect_timeout,
+        let budget = Budget {
+            connect_timeout: settings.connect_timeout,
             deadline,
-            &limits,
-        )
-        .await;
+            now,
+        };
+        let sent = exchange::send(shard, backend.provider, route, &mut req, budget, &limits).await;
         let (conn, head) = match sent {
             Ok(x) => x,
             Err(e) => {
@@ -644,11 +640,11 @@ pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
     // 32 lowercase hex digits of a random u128, without the formatting machinery.
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = shard.rng.borrow_mut().u128(..);
-    let id: String = (0..32)
-        .rev()
-        .map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char)
-        .collect();
-    id
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = HEX[((n >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Echoes at most 100 characters of client input in messages, cut on a char boundary.

@@ -116,26 +116,22 @@ pub async fn relay(
     let keep_alive = ctx.client_keep_alive && framing != Framing::Close;
     w.out.clear();
     write_head(&mut w.out, &head, &conn.buf, framing, ctx, keep_alive);
-    conn.consume(head.head_len);
     let upstream_reusable = head.keep_alive;
+    if let ResponseBody::Length(n) = head.body {
+        if !sse && n <= ctx.buffer_bytes_max as u64 {
+            // The body follows the head in the buffer: copy it from there, no shifting.
+            let (start, n) = (head.head_len, n as usize);
+            return relay_buffered(shard, w, conn, start, n, ctx, upstream_reusable, keep_alive)
+                .await;
+        }
+    }
+    conn.consume(head.head_len);
 
     let source = match head.body {
         ResponseBody::None => {
             // The upstream is done with this response: pool it before waiting on the client.
             release(shard, ctx.provider, conn, upstream_reusable);
             return Ok(Relayed::done(w.flush().await.is_ok() && keep_alive));
-        }
-        ResponseBody::Length(n) if !sse && n <= ctx.buffer_bytes_max as u64 => {
-            return relay_buffered(
-                shard,
-                w,
-                conn,
-                n as usize,
-                ctx,
-                upstream_reusable,
-                keep_alive,
-            )
-            .await;
         }
         ResponseBody::Length(n) => Source::Length(n),
         ResponseBody::Chunked => Source::Chunked(ChunkedDecoder::new(TRAILER_BYTES_MAX)),
@@ -154,23 +150,25 @@ pub async fn relay(
 }
 
 /// A small fixed-length body: read it whole, then send head and body in one write.
+#[allow(clippy::too_many_arguments)]
 async fn relay_buffered(
     shard: &Shard,
     w: &mut ClientWriter,
     mut conn: UpConn,
+    start: usize,
     n: usize,
     ctx: &RelayCtx<'_>,
     reusable: bool,
     keep_alive: bool,
 ) -> Result<Relayed, GatewayError> {
-    while conn.buf.len() < n {
+    while conn.buf.len() < start + n {
         if let Err(e) = read_some(&mut conn, ctx).await {
             w.out.clear();
             return Err(e.into_error(true));
         }
     }
-    w.out.extend_from_slice(&conn.buf[..n]);
-    conn.consume(n);
+    w.out.extend_from_slice(&conn.buf[start..start + n]);
+    conn.consume(start + n);
     release(shard, ctx.provider, conn, reusable);
     Ok(Relayed::done(w.flush().await.is_ok() && keep_alive))
 }

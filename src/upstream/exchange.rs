@@ -17,6 +17,16 @@ use crate::upstream::conn::UpConn;
 /// by the upstream while idle) rather than as a failure while processing.
 const STALE_WINDOW: Duration = Duration::from_millis(100);
 
+/// Time limits of one attempt.
+#[derive(Clone, Copy)]
+pub struct Budget {
+    pub connect_timeout: Duration,
+    /// The whole request's deadline (`total_timeout`).
+    pub deadline: Instant,
+    /// The caller's clock reading: at these request rates every avoided read shows.
+    pub now: Instant,
+}
+
 /// Limits applied to upstream response heads.
 pub struct HeadLimits {
     pub bytes_max: usize,
@@ -30,16 +40,21 @@ pub async fn send(
     provider: usize,
     route: &ProviderRoute,
     req: &mut Vec<u8>,
-    connect_timeout: Duration,
-    deadline: Instant,
+    budget: Budget,
     limits: &HeadLimits,
 ) -> Result<(UpConn, ResponseHead), GatewayError> {
+    let Budget {
+        connect_timeout,
+        deadline,
+        now,
+    } = budget;
     let mut fresh_only = false;
+    let mut now = now;
     loop {
         let pooled = if fresh_only {
             None
         } else {
-            shard.pool.borrow_mut().take(provider, Instant::now())
+            shard.pool.borrow_mut().take(provider, now)
         };
         let reused = pooled.is_some();
         let mut conn = match pooled {
@@ -58,9 +73,23 @@ pub async fn send(
                 format!("sending the request failed: {}", e.kind()),
             ));
         }
-        let wait = route.first_byte_timeout.min(left(deadline)?);
-        let written = Instant::now();
-        match read_head(&mut conn, wait, limits).await {
+        if !reused {
+            // Connecting took time of its own.
+            now = Instant::now();
+        }
+        let wait = route
+            .first_byte_timeout
+            .min(deadline.saturating_duration_since(now));
+        if wait.is_zero() {
+            return Err(left(deadline).err().unwrap_or_else(|| {
+                GatewayError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    "the request exceeded total_timeout",
+                )
+            }));
+        }
+        let written = now;
+        match read_head(&mut conn, wait, limits, now).await {
             Ok(head) => {
                 conn.uses += 1;
                 return Ok((conn, head));
@@ -69,7 +98,8 @@ pub async fn send(
             // later was closed while working on the request: sending it again could run it
             // twice, so that is an ordinary (recorded) failure instead.
             Err(HeadFailure::ClosedEarly) if reused && written.elapsed() < STALE_WINDOW => {
-                fresh_only = true
+                fresh_only = true;
+                now = Instant::now();
             }
             Err(f) => return Err(f.into_error(wait)),
         }
@@ -171,8 +201,11 @@ async fn read_head(
     conn: &mut UpConn,
     wait: Duration,
     limits: &HeadLimits,
+    now: Instant,
 ) -> Result<ResponseHead, HeadFailure> {
-    let deadline = Instant::now() + wait;
+    // The first wait is the whole budget; the clock is read only if more than one read is needed.
+    let deadline = now + wait;
+    let mut first = true;
     let mut got_any = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
@@ -187,8 +220,13 @@ async fn read_head(
                 Err(e) => return Err(HeadFailure::Malformed(format!("{e:?}"))),
             }
         }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return Err(HeadFailure::TimedOut);
+        let left = if std::mem::take(&mut first) {
+            wait
+        } else {
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(left) => left,
+                None => return Err(HeadFailure::TimedOut),
+            }
         };
         match monoio::time::timeout(left, conn.read_more()).await {
             Ok(Ok(0)) if !got_any => return Err(HeadFailure::ClosedEarly),
