@@ -292,11 +292,12 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             ));
             break;
         }
-        let attempt = Attempt {
+        let mut attempt = Attempt {
             shard,
             model: p.model,
             backend: choice.backend,
             sent_at: now,
+            first_byte_at: None,
             done: false,
         };
         tried.push(choice.backend);
@@ -384,6 +385,7 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                 return done.keep_alive;
             }
             Ok(done) => {
+                attempt.first_byte_at = done.first_byte_at;
                 attempt.finish(config, status_class, head_at, retry_after);
                 return done.keep_alive;
             }
@@ -419,6 +421,8 @@ struct Attempt<'a> {
     model: usize,
     backend: usize,
     sent_at: Instant,
+    /// When a streamed answer's first event reached the client.
+    first_byte_at: Option<Instant>,
     done: bool,
 }
 
@@ -445,6 +449,9 @@ impl Attempt<'_> {
     ) {
         self.done = true;
         let elapsed = head_at.saturating_duration_since(self.sent_at);
+        let first_byte = self
+            .first_byte_at
+            .map_or(elapsed, |t| t.saturating_duration_since(self.sent_at));
         let outcome = Outcome {
             class,
             elapsed,
@@ -458,10 +465,15 @@ impl Attempt<'_> {
             model: self.model as u32,
             backend: self.backend as u32,
             class,
-            latency_us: elapsed.as_micros().min(u128::from(u32::MAX)) as u32,
+            latency_us: micros(elapsed),
+            ttfb_us: micros(first_byte),
             retry_after_s: retry_after.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
         });
     }
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 impl Drop for Attempt<'_> {

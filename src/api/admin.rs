@@ -155,6 +155,8 @@ fn backend_health(config: &Config, snapshot: &Snapshot, now: Instant) -> Value {
                     "latency_ewma_ms": ms(s.view.latency_ewma_ms),
                     "p50_ms": ms(s.p50_ms),
                     "p99_ms": ms(s.p99_ms),
+                    "ttfb_p50_ms": ms(s.ttfb_p50_ms),
+                    "ttfb_p99_ms": ms(s.ttfb_p99_ms),
                     "inflight": s.inflight_total,
                     "last_failure_seconds_ago": s.last_failure_age.map(|d| d.as_secs()),
                     "tags": b.tags,

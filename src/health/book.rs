@@ -30,6 +30,7 @@ struct Slot {
     requests: u64,
     failures: u64,
     latency: Histogram<u64>,
+    ttfb: Histogram<u64>,
 }
 
 struct Entry {
@@ -41,7 +42,7 @@ struct Entry {
     last_failure: Option<Instant>,
     consecutive_failures: u32,
     /// p50 and p99 over the window, ms, as of the last refresh.
-    quantiles_ms: (Option<f64>, Option<f64>),
+    quantiles_ms: Quantiles,
 }
 
 pub struct HealthBook {
@@ -72,7 +73,7 @@ impl HealthBook {
                         inflight: vec![0; shards],
                         last_failure: None,
                         consecutive_failures: 0,
-                        quantiles_ms: (None, None),
+                        quantiles_ms: Quantiles::default(),
                     })
                     .collect()
             })
@@ -144,6 +145,11 @@ impl HealthBook {
             let _ = slot
                 .latency
                 .record(u64::from(e.latency_us).clamp(1, LATENCY_US_MAX));
+        }
+        if e.class == OutcomeClass::Success {
+            let _ = slot
+                .ttfb
+                .record(u64::from(e.ttfb_us).clamp(1, LATENCY_US_MAX));
         }
     }
 
@@ -223,10 +229,25 @@ impl HealthBook {
                     }
                 }
                 if refresh_quantiles {
-                    let w = &self.scratch;
-                    let q =
-                        |p: f64| (!w.is_empty()).then(|| w.value_at_quantile(p) as f64 / 1000.0);
-                    entry.quantiles_ms = (q(0.5), q(0.99));
+                    let q = |w: &Histogram<u64>, p: f64| {
+                        (!w.is_empty()).then(|| w.value_at_quantile(p) as f64 / 1000.0)
+                    };
+                    let (p50, p99) = (q(&self.scratch, 0.5), q(&self.scratch, 0.99));
+                    self.scratch.reset();
+                    for slot in entry
+                        .slots
+                        .iter()
+                        .filter(|s| now.duration_since(s.start) < SLOT * SLOTS as u32)
+                    {
+                        let _ = self.scratch.add(&slot.ttfb);
+                    }
+                    let (ttfb_p50, ttfb_p99) = (q(&self.scratch, 0.5), q(&self.scratch, 0.99));
+                    entry.quantiles_ms = Quantiles {
+                        p50,
+                        p99,
+                        ttfb_p50,
+                        ttfb_p99,
+                    };
                 }
                 let view = entry.stats.view(backend, true, now, knobs);
                 backends.push(BackendSnap {
@@ -235,8 +256,10 @@ impl HealthBook {
                     probe_shard,
                     requests_window: requests,
                     failures_window: failures,
-                    p50_ms: entry.quantiles_ms.0,
-                    p99_ms: entry.quantiles_ms.1,
+                    p50_ms: entry.quantiles_ms.p50,
+                    p99_ms: entry.quantiles_ms.p99,
+                    ttfb_p50_ms: entry.quantiles_ms.ttfb_p50,
+                    ttfb_p99_ms: entry.quantiles_ms.ttfb_p99,
                     inflight_total: entry.inflight.iter().sum(),
                     consecutive_failures: entry.consecutive_failures,
                     last_failure_age: entry.last_failure.map(|t| now.duration_since(t)),
@@ -252,6 +275,15 @@ impl HealthBook {
             dropped_reports: self.dropped_reports,
         }
     }
+}
+
+/// Window percentiles, ms: time to the response head, and to the first byte a client got.
+#[derive(Clone, Copy, Default)]
+struct Quantiles {
+    p50: Option<f64>,
+    p99: Option<f64>,
+    ttfb_p50: Option<f64>,
+    ttfb_p99: Option<f64>,
 }
 
 /// Keeps the admin views' failure streak in step with what the breaker saw.
@@ -271,6 +303,8 @@ fn new_slot(start: Instant) -> Slot {
         failures: 0,
         // 2 significant digits: 1 % precision on latencies is plenty for routing and views.
         latency: Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
+            .expect("static histogram bounds are valid"),
+        ttfb: Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
             .expect("static histogram bounds are valid"),
     }
 }
@@ -296,5 +330,6 @@ fn current_slot(slots: &mut [Slot], now: Instant) -> &mut Slot {
     slot.requests = 0;
     slot.failures = 0;
     slot.latency.reset();
+    slot.ttfb.reset();
     slot
 }

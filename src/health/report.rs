@@ -19,6 +19,9 @@ pub struct OutcomeEvent {
     pub class: OutcomeClass,
     /// Time from sending the request to the response head (or the failure), µs.
     pub latency_us: u32,
+    /// Time from sending the request to the first byte sent to the client, µs: for a stream its
+    /// first event (time to first token), otherwise the same as `latency_us`.
+    pub ttfb_us: u32,
     /// A 429's `Retry-After`, seconds (`Retry-After: 0` is `Some(0)`, not "none").
     pub retry_after_s: Option<u32>,
 }

@@ -16,8 +16,12 @@ pub struct BackendSnap {
     pub probe_shard: Option<usize>,
     pub requests_window: u64,
     pub failures_window: u64,
+    /// Time to the response head over the window.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Time to the first byte sent to clients (a stream's first event) over the window.
+    pub ttfb_p50_ms: Option<f64>,
+    pub ttfb_p99_ms: Option<f64>,
     pub inflight_total: u32,
     pub consecutive_failures: u32,
     pub last_failure_age: Option<Duration>,

@@ -45,6 +45,7 @@ fn failures(backend: u32, n: usize) -> ShardReport {
         backend,
         class: OutcomeClass::ServerError,
         latency_us: 1000,
+        ttfb_us: 1000,
         retry_after_s: None,
     };
     ShardReport {
@@ -137,6 +138,7 @@ fn client_errors_leave_health_untouched() {
         backend: 0,
         class: OutcomeClass::ClientError,
         latency_us: 1000,
+        ttfb_us: 1000,
         retry_after_s: None,
     };
     let report = ShardReport {
@@ -168,6 +170,7 @@ fn retry_after_cools_the_backend_for_exactly_that_long_across_shards() {
         backend: 1,
         class: OutcomeClass::RateLimited,
         latency_us: 500,
+        ttfb_us: 500,
         retry_after_s: Some(7),
     };
     let report = ShardReport {
@@ -195,6 +198,7 @@ fn error_rate_over_the_window_opens_the_circuit_without_consecutive_failures() {
         backend: 0,
         class,
         latency_us: 1000,
+        ttfb_us: 1000,
         retry_after_s: None,
     };
     let events: Vec<_> = (0..20)

@@ -31,6 +31,9 @@ pub struct Relayed {
     pub keep_alive: bool,
     /// The upstream failed after the first byte (broken, stalled, or no `[DONE]`).
     pub upstream_broke: bool,
+    /// When a stream's first event went to the client (its time to first token); `None` for
+    /// answers sent whole, whose first byte follows the head at once.
+    pub first_byte_at: Option<Instant>,
 }
 
 impl Relayed {
@@ -38,6 +41,7 @@ impl Relayed {
         Relayed {
             keep_alive,
             upstream_broke: false,
+            first_byte_at: None,
         }
     }
 }
@@ -176,10 +180,28 @@ async fn relay_buffered(
 async fn relay_stream(
     shard: &Shard,
     w: &mut ClientWriter,
+    conn: UpConn,
+    source: Source,
+    plan: &StreamPlan,
+    ctx: &RelayCtx<'_>,
+) -> Result<Relayed, GatewayError> {
+    let mut first_at = None;
+    let relayed = relay_events(shard, w, conn, source, plan, ctx, &mut first_at).await;
+    relayed.map(|r| Relayed {
+        first_byte_at: first_at,
+        ..r
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn relay_events(
+    shard: &Shard,
+    w: &mut ClientWriter,
     mut conn: UpConn,
     mut source: Source,
     plan: &StreamPlan,
     ctx: &RelayCtx<'_>,
+    first_at: &mut Option<Instant>,
 ) -> Result<Relayed, GatewayError> {
     let mut pending: Vec<u8> = Vec::new();
     let mut committed = false;
@@ -235,6 +257,7 @@ async fn relay_stream(
             frame(&mut w.out, plan.framing, &pending[..upto]);
             pending.drain(..upto);
             committed = true;
+            first_at.get_or_insert_with(Instant::now);
             if finished {
                 if plan.done_check && !saw_done {
                     return broken(w, Break::NoDone, committed, plan).await;
@@ -349,6 +372,7 @@ async fn broken(
     Ok(Relayed {
         keep_alive: false,
         upstream_broke: true,
+        first_byte_at: None,
     })
 }
 

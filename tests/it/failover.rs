@@ -28,11 +28,11 @@ both_drivers! {
         let bad = upstream(|s| if s.body.len() % 2 == 0 { json_reply(500, "{}") } else { json_reply(429, "{}") });
         let good = upstream(|_| json_reply(200, r#"{"ok":1}"#));
         let gw = gateway(&config_two(bad.addr, good.addr, ""), driver);
-        for r in run_many(&gw, 6) {
+        for r in run_many(&gw, 24) {
             assert_eq!(r.status, 200);
             assert_eq!(r.header("x-berry-backend"), Some("beta"));
         }
-        assert!(bad.count() > 0, "with six random picks the bad backend is tried at least once (p = 1 - 2^-6)");
+        assert!(bad.count() > 0, "with 24 random picks the bad backend is tried at least once (p = 1 - 2^-24)");
     }
 
     fn reset_before_headers_fails_over(driver) {

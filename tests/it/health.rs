@@ -183,3 +183,33 @@ both_drivers! {
         assert_eq!(v["models"]["chat"]["backends"][0]["requests_window"], 0);
     }
 }
+
+both_drivers! {
+    fn stream_time_to_first_token_is_tracked_apart_from_the_head(driver) {
+        // Head at once, first event 200 ms later: TTFB (what a streaming client feels) is not
+        // the time to the response head.
+        let mut rest = chunk("data: {\"n\":1}\n\n");
+        rest.extend(chunk("data: [DONE]\n\n"));
+        rest.extend(b"0\r\n\r\n");
+        let a = upstream(move |_| Reply::Paced(vec![SSE_HEAD.as_bytes().to_vec(), rest.clone()], Duration::from_millis(200)));
+        let gw = gateway(&config_two(a.addr, a.addr, ""), driver);
+        let body = r#"{"model":"gpt-test","stream":true}"#;
+        for _ in 0..3 {
+            assert!(send_raw(gw.addr, &post("/v1/chat/completions", body)).clean_end);
+        }
+        // Percentiles refresh once a second.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (v, b) = loop {
+            let v = get(&gw, "/admin/backend-health").json();
+            let bs = v["models"]["chat"]["backends"].as_array().unwrap().clone();
+            if let Some(b) = bs.into_iter().find(|b| b["ttfb_p50_ms"].is_number()) {
+                break (v, b);
+            }
+            assert!(Instant::now() < deadline, "no TTFB percentiles: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (head, ttfb) = (b["p50_ms"].as_f64().unwrap(), b["ttfb_p50_ms"].as_f64().unwrap());
+        assert!(head < 150.0, "head p50 {head} ms");
+        assert!(ttfb >= 190.0, "ttfb p50 {ttfb} ms: {v}");
+    }
+}
