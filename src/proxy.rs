@@ -3,37 +3,35 @@
 //! permission → pick a backend → forward → relay, failing over to another backend while no
 //! byte has reached the client. Every failure is a [`GatewayError`] answered in one place.
 
+mod attempt;
 pub mod relay;
+mod request;
+mod watch;
+
+pub use request::request_id;
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-use monoio::buf::IoBufMut;
-use monoio::io::{CancelableAsyncReadRent, Canceller};
+use std::time::Instant;
 
 use crate::api::peek::{self, Peek};
 use crate::auth::{self, Caller};
 use crate::balance::filter::Filter;
-use crate::balance::local::Outcome;
-use crate::balance::outcome::{classify, OutcomeClass, TransportError};
+use crate::balance::outcome::{classify, TransportError};
 use crate::balance::{self, PickRequest};
-use crate::config::{Config, Model};
+use crate::config::Model;
 use crate::error::{ErrorKind, GatewayError};
-use crate::health::report::OutcomeEvent;
-use crate::http::encode::write_content_length;
-use crate::http::head::{connection_tokens, is_hop_by_hop, RequestBody, RequestHead};
+use crate::http::head::{RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
-use crate::server::conn::{Client, ClientReader, ClientWriter};
+use crate::server::conn::{Client, ClientWriter};
 use crate::server::{body, respond};
 use crate::shard::Shard;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
+use attempt::{retry_after, transport_class, Attempt};
+use request::{build_request, clip, forwarded_headers, is_json, prefix_key};
+use watch::watch_client;
 
 /// Nesting accepted in request JSON.
 const JSON_DEPTH_MAX: usize = 128;
-/// How long a proxied request runs before its client socket is watched for a disconnect.
-const WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
-/// Longest client-supplied `x-request-id` that is kept; longer ones are replaced.
-const REQUEST_ID_BYTES_MAX: usize = 128;
 
 /// A request that passed every check and is ready to forward.
 struct Prepared<'r> {
@@ -413,112 +411,6 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
     w.flush().await.is_ok() && keep_alive
 }
 
-/// One attempt on one backend, counted in flight from the pick. It must end in exactly one
-/// recorded outcome; if the request is dropped first (the client went away), `Drop` takes it
-/// out of flight without blaming the backend, and frees a half-open probe slot it held.
-struct Attempt<'a> {
-    shard: &'a Shard,
-    model: usize,
-    backend: usize,
-    sent_at: Instant,
-    /// When a streamed answer's first event reached the client.
-    first_byte_at: Option<Instant>,
-    done: bool,
-}
-
-impl Attempt<'_> {
-    /// Records the outcome; the backend's latency is the time until `at` (head or failure).
-    fn finish(
-        self,
-        config: &Config,
-        class: OutcomeClass,
-        at: Instant,
-        retry_after: Option<Duration>,
-    ) {
-        self.finish_with_latency(config, class, at, at, retry_after);
-    }
-
-    /// As `finish`, with latency measured to `head_at` but the outcome happening at `now`.
-    fn finish_with_latency(
-        mut self,
-        config: &Config,
-        class: OutcomeClass,
-        head_at: Instant,
-        now: Instant,
-        retry_after: Option<Duration>,
-    ) {
-        self.done = true;
-        let elapsed = head_at.saturating_duration_since(self.sent_at);
-        let first_byte = self
-            .first_byte_at
-            .map_or(elapsed, |t| t.saturating_duration_since(self.sent_at));
-        let outcome = Outcome {
-            class,
-            elapsed,
-            retry_after,
-        };
-        self.shard
-            .balance
-            .borrow_mut()
-            .finish(config, self.model, self.backend, outcome, now);
-        self.shard.recorder.borrow_mut().record(OutcomeEvent {
-            model: self.model as u32,
-            backend: self.backend as u32,
-            class,
-            latency_us: micros(elapsed),
-            ttfb_us: micros(first_byte),
-            retry_after_s: retry_after.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
-        });
-    }
-}
-
-fn micros(d: Duration) -> u32 {
-    d.as_micros().min(u128::from(u32::MAX)) as u32
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            // try_borrow: never panic inside a drop (this may run while unwinding).
-            if let Ok(mut b) = self.shard.balance.try_borrow_mut() {
-                b.cancel(self.model, self.backend, Instant::now());
-            }
-        }
-    }
-}
-
-/// The outcome class of a failure Berry observed itself (no usable status).
-fn transport_class(e: &GatewayError) -> OutcomeClass {
-    let t = if e.kind == ErrorKind::UpstreamTimeout {
-        TransportError::Timeout
-    } else {
-        TransportError::Connect
-    };
-    classify(None, Some(t))
-}
-
-/// A 429's `Retry-After` in seconds (the HTTP-date form is rare from APIs and is ignored).
-fn retry_after(head: &crate::http::head::ResponseHead, buf: &[u8]) -> Option<Duration> {
-    let v = head.header(buf, "retry-after")?;
-    let secs: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
-}
-
-/// Bytes of the prompt hashed for prefix-affinity routing: enough to cover a shared system
-/// prompt, few enough to hash in well under a microsecond.
-const PREFIX_AFFINITY_BYTES: usize = 2048;
-
-/// The prefix-affinity key: a hash of the first bytes of the prompt (`messages`, `prompt` or
-/// `input`), only for models that route by it.
-fn prefix_key(model: &Model, p: &Prepared<'_>) -> Option<u64> {
-    if model.strategy != crate::config::Strategy::PrefixAffinity {
-        return None;
-    }
-    let start = p.peek.prompt_start?;
-    let end = p.body.len().min(start + PREFIX_AFFINITY_BYTES);
-    Some(balance::prefix_affinity::key_of(&p.body[start..end]))
-}
-
 /// Statuses that say "try elsewhere": overload, rate limit, transient server failure.
 fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
@@ -555,163 +447,4 @@ fn forced_provider(
                 ),
             )
         })
-}
-
-/// Renders the upstream request: request line, provider headers, the client's end-to-end
-/// headers, Berry's request id, and the body with `model` rewritten and `backend` dropped.
-fn build_request(
-    req: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-    route: &crate::routes::ProviderRoute,
-    p: &Prepared<'_>,
-    upstream_model: &str,
-) {
-    scratch.clear();
-    peek::rewrite(&p.body, &p.peek, upstream_model, true, scratch);
-    req.clear();
-    req.extend_from_slice(&route.request_lines[p.path as usize]);
-    req.extend_from_slice(&route.fixed_headers);
-    req.extend_from_slice(&p.forwarded);
-    req.extend_from_slice(b"x-request-id: ");
-    req.extend_from_slice(p.request_id.as_bytes());
-    req.extend_from_slice(b"\r\n");
-    write_content_length(req, scratch.len() as u64);
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(scratch);
-}
-
-/// Client headers that travel upstream: end-to-end ones, minus those Berry owns (framing,
-/// request id, routing overrides), every credential or account header a client could use to
-/// act as someone else upstream (a bad one would also make the upstream answer 401 and open
-/// the backend's circuit for everyone), any header a provider sets itself, and
-/// `accept-encoding` (Berry reads the bodies it relays: SSE framing, `[DONE]`, usage).
-fn forwarded_headers(head: &RequestHead, buf: &[u8], routes: &Routes) -> Vec<u8> {
-    const OWNED: [&[u8]; 15] = [
-        b"host",
-        b"authorization",
-        b"content-length",
-        b"expect",
-        b"x-request-id",
-        b"x-berry-backend",
-        b"accept-encoding",
-        b"cookie",
-        b"api-key",
-        b"x-api-key",
-        b"x-goog-api-key",
-        b"openai-organization",
-        b"openai-project",
-        b"anthropic-version",
-        b"anthropic-beta",
-    ];
-    let listed = head.header(buf, "connection");
-    let mut out = Vec::with_capacity(256);
-    let mut has_content_type = false;
-    for h in &head.headers {
-        let name = &buf[h.name.clone()];
-        if is_hop_by_hop(name)
-            || OWNED.iter().any(|o| o.eq_ignore_ascii_case(name))
-            || routes
-                .provider_header_names
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(name))
-            || listed.is_some_and(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
-        {
-            continue;
-        }
-        has_content_type |= name.eq_ignore_ascii_case(b"content-type");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&buf[h.value.clone()]);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !has_content_type {
-        out.extend_from_slice(b"content-type: application/json\r\n");
-    }
-    out
-}
-
-fn is_json(content_type: &[u8]) -> bool {
-    let essence = content_type
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    essence.eq_ignore_ascii_case(b"application/json")
-}
-
-/// The client's `x-request-id` when it is short printable ASCII, else a fresh random one.
-pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
-    if let Some(v) = head.header(buf, "x-request-id") {
-        if !v.is_empty()
-            && v.len() <= REQUEST_ID_BYTES_MAX
-            && v.iter().all(|b| (0x21..0x7f).contains(b))
-        {
-            return String::from_utf8_lossy(v).into_owned();
-        }
-    }
-    // 32 lowercase hex digits of a random u128, without the formatting machinery.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = shard.rng.borrow_mut().u128(..);
-    let mut id = [0u8; 32];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = HEX[((n >> ((31 - i) * 4)) & 0xf) as usize];
-    }
-    String::from_utf8_lossy(&id).into_owned()
-}
-
-/// Echoes at most 100 characters of client input in messages, cut on a char boundary.
-fn clip(s: &str) -> &str {
-    match s.char_indices().nth(100) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// Runs `fut` while watching the client socket. A client that disconnects cancels the request:
-/// `fut` is dropped, which closes the upstream connection. Bytes the client sends meanwhile
-/// (a pipelined request) are kept.
-///
-/// The watch (a cancelable read, then its cancellation) costs two I/O operations, which is
-/// a fifth of a short request's kernel time; it is armed only once the request has run for
-/// [`WATCH_AFTER`], which short requests never reach and long ones hardly notice.
-async fn watch_client<F: std::future::Future<Output = bool>>(
-    r: &mut ClientReader,
-    fut: F,
-) -> Option<bool> {
-    let mut fut = std::pin::pin!(fut);
-    monoio::select! {
-        keep = &mut fut => return Some(keep),
-        _ = monoio::time::sleep(WATCH_AFTER) => {}
-    }
-    if r.buf.capacity() - r.buf.len() < 1024 {
-        r.buf.reserve(4096);
-    }
-    let canceller = Canceller::new();
-    let buf = std::mem::take(&mut r.buf);
-    let len = buf.len();
-    let watch =
-        r.rd.cancelable_read(buf.slice_mut(len..), canceller.handle());
-    let mut watch = std::pin::pin!(watch);
-    let mut fut = std::pin::pin!(fut);
-    monoio::select! {
-        keep = &mut fut => {
-            canceller.cancel();
-            let (res, slice) = watch.await;
-            r.buf = slice.into_inner();
-            if matches!(res, Ok(0)) {
-                r.eof = true;
-            }
-            Some(keep)
-        }
-        (res, slice) = &mut watch => {
-            r.buf = slice.into_inner();
-            match res {
-                Ok(n) if n > 0 => Some(fut.await),
-                _ => {
-                    r.eof = true;
-                    None
-                }
-            }
-        }
-    }
 }
