@@ -85,6 +85,11 @@ pub async fn handle(
             let Some(err) = refusal.err.take() else {
                 return false;
             };
+            // A client's own mistake is routine (debug); anything else is worth a warning.
+            match err.kind.fault() {
+                crate::error::Fault::Client => log::debug!("request {request_id}: refused: {err}"),
+                _ => log::warn!("request {request_id}: refused: {err}"),
+            }
             if !refusal.consumed && !head.expect_continue {
                 // Refused before the body was read: skip a small one so keep-alive survives.
                 let limits = &routes.config.server;
@@ -327,8 +332,13 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     e.message
                 );
                 attempt.finish(config, transport_class(&e), Instant::now(), None);
+                // The error itself says whether another backend may be tried.
+                let retry = e.retryable;
                 last = Some(e);
-                continue;
+                if retry {
+                    continue;
+                }
+                break;
             }
         };
         let head_at = Instant::now();
@@ -402,7 +412,11 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     Instant::now(),
                     None,
                 );
+                let retry = e.retryable;
                 last = Some(e);
+                if !retry {
+                    break;
+                }
             }
         }
     }
