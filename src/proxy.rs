@@ -27,7 +27,7 @@ use crate::server::{body, respond};
 use crate::shard::Shard;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
 use attempt::{retry_after, transport_class, Attempt};
-use request::{build_request, clip, forwarded_headers, is_json, prefix_key};
+use request::{build_request, clip, forwarded_headers, prefix_key};
 use watch::watch_client;
 
 /// Nesting accepted in request JSON.
@@ -120,14 +120,10 @@ async fn prepare<'r>(
 ) -> Result<Prepared<'r>, Refusal> {
     let limits = &routes.config.server;
     let caller = auth::authenticate(routes, head, &c.r.buf)?;
-    if let Some(ct) = head.header(&c.r.buf, "content-type") {
-        if !is_json(ct) {
-            return Err(GatewayError::new(
-                ErrorKind::UnsupportedMediaType,
-                "Content-Type must be application/json",
-            )
-            .into());
-        }
+    // A missing Content-Type is accepted (curl sends none with -d @file); a wrong one is not.
+    if head.header(&c.r.buf, "content-type").is_some() && !head.content_type_is_json(&c.r.buf) {
+        let msg = "Content-Type must be application/json";
+        return Err(GatewayError::new(ErrorKind::UnsupportedMediaType, msg).into());
     }
     match head.body {
         RequestBody::None => {

@@ -101,15 +101,6 @@ pub(super) fn forwarded_headers(head: &RequestHead, buf: &[u8], routes: &Routes)
     out
 }
 
-pub(super) fn is_json(content_type: &[u8]) -> bool {
-    let essence = content_type
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    essence.eq_ignore_ascii_case(b"application/json")
-}
-
 /// The client's `x-request-id` when it is short printable ASCII, else a fresh random one.
 pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
     if let Some(v) = head.header(buf, "x-request-id") {
