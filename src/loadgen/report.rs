@@ -1,0 +1,370 @@
+//! The three outputs of a run: a readable summary, `report.json`, and a self-contained
+//! `report.html` whose SVG charts show the latency percentiles against offered load.
+
+use std::fmt::Write as _;
+
+use super::harness::{Report, Series, Step};
+use super::svg::{chart, Line, Scale};
+
+fn pct(x: f64) -> String {
+    format!("{:.2}", x * 100.0)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+pub fn json(r: &Report) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn header(r: &Report) -> String {
+    let how = match r.mode {
+        "open" => format!(
+            "open loop, {} arrivals; latency counts from the scheduled send (coordinated omission corrected)",
+            r.arrival
+        ),
+        _ => "closed loop: each connection waits for its answer; latency counts from the send (hides queueing)".into(),
+    };
+    format!(
+        "{how}; {} generator thread(s), {} s warm-up, {} core(s)",
+        r.threads, r.warmup_s, r.cores
+    )
+}
+
+pub fn text(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "\n== berry loadtest: {}", r.scenario);
+    if !r.description.is_empty() {
+        let _ = writeln!(o, "{}", r.description);
+    }
+    let _ = writeln!(o, "{}\n", header(r));
+    let _ = writeln!(
+        o,
+        "{:<6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>5}",
+        "target",
+        "offered/s",
+        "done/s",
+        "err%",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms",
+        "svc p99",
+        "cpu µs",
+        "pass"
+    );
+    for s in &r.series {
+        for st in &s.steps {
+            let _ = writeln!(
+                o,
+                "{:<6} {:>9} {:>9.1} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>7} {:>5}",
+                short(&s.target),
+                opt(st.offered_rate, 0),
+                st.achieved_rps,
+                pct(st.error_rate),
+                st.latency.p50,
+                st.latency.p90,
+                st.latency.p99,
+                st.latency.p999,
+                st.latency.max,
+                st.service.p99,
+                opt(st.target_cpu_us_per_req, 1),
+                st.passed.map_or("", |p| if p { "yes" } else { "NO" }),
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "(latency columns: {}; svc = from the send; cpu = target's CPU per request)",
+        if r.mode == "open" {
+            "from the scheduled time"
+        } else {
+            "from the send"
+        }
+    );
+    for s in &r.series {
+        for st in &s.steps {
+            step_notes(&mut o, s, st, r.stall_ms);
+        }
+        if let Some(rate) = s
+            .sustainable_rate
+            .or(s.stopped_because.as_ref().map(|_| 0.0))
+        {
+            let _ = writeln!(
+                o,
+                "\nsweep ({}): highest sustainable rate {} (p99 <= {} ms, errors <= {} %); stopped: {}",
+                s.target,
+                if rate > 0.0 {
+                    format!("{rate:.0} req/s")
+                } else {
+                    "none".into()
+                },
+                opt(r.p99_bound_ms, 0),
+                r.max_error_rate.map_or("-".into(), pct),
+                s.stopped_because.as_deref().unwrap_or("-")
+            );
+            let f: Vec<String> = s
+                .frontier
+                .iter()
+                .map(|(b, v)| format!("p99<={b} ms: {}", opt(*v, 0)))
+                .collect();
+            let _ = writeln!(o, "  frontier: {}", f.join(", "));
+        }
+    }
+    if let Some(c) = &r.compare {
+        let _ = writeln!(
+            o,
+            "\ncompare at {} req/s: Berry adds p50 {:+.3} ms, p99 {:+.3} ms, p99.9 {:+.3} ms \
+             (from the send: {:+.3} / {:+.3} / {:+.3}); Berry CPU {} µs/req, mock {} µs/req",
+            opt(c.offered_rate, 0),
+            c.added.p50_ms,
+            c.added.p99_ms,
+            c.added.p999_ms,
+            c.added_service.p50_ms,
+            c.added_service.p99_ms,
+            c.added_service.p999_ms,
+            opt(c.berry_cpu_us_per_req, 1),
+            opt(c.mock_cpu_us_per_req, 1),
+        );
+    }
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(
+            o,
+            "\ncapacity: {:.1} µs of CPU per request (measured at {} req/s, p99 {:.2} ms) → {:.0} req/s \
+             per busy core; {:.0} req/s at {:.0} % utilisation needs {:.2} cores → {} core(s): {}",
+            c.cpu_us_per_req,
+            opt(c.measured_rate, 0),
+            c.measured_p99_ms,
+            c.per_core_rps,
+            c.target_rate,
+            c.utilisation * 100.0,
+            c.cores_needed,
+            c.cores_rounded,
+            c.instances
+                .iter()
+                .map(|(cores, n)| format!("{n} × {cores}-core"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for a in &c.assumptions {
+            let _ = writeln!(o, "  assumes: {a}");
+        }
+    }
+    o
+}
+
+fn short(target: &str) -> &str {
+    if target.len() > 6 {
+        "url"
+    } else {
+        target
+    }
+}
+
+fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
+    let at = st
+        .offered_rate
+        .map_or(format!("c={}", st.connections), |r| format!("{r:.0}/s"));
+    if !st.errors.is_empty() {
+        let e: Vec<String> = st.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(o, "{} {at}: errors: {}", s.target, e.join(", "));
+    }
+    if st.streams > 0 {
+        let _ = writeln!(
+            o,
+            "{} {at}: {} streams, {} frames ({:.0}/s); TTFT p50 {:.2} p99 {:.2} ms; gaps p50 {:.2} p99 {:.2} max {:.2} ms; \
+             stalls (gap > {stall_ms} ms): {} in {} stream(s)",
+            s.target, st.streams, st.frames, st.frames_per_s, st.ttft.p50, st.ttft.p99, st.gap.p50,
+            st.gap.p99, st.gap.max, st.stalls, st.stalled_streams
+        );
+    }
+    if let (Some(i), Some(p)) = (st.rss_idle_kib, st.rss_peak_kib) {
+        let _ = writeln!(
+            o,
+            "{} {at}: RSS idle {:.1} MiB, peak {:.1} MiB, peak in flight {}{}",
+            s.target,
+            i as f64 / 1024.0,
+            p as f64 / 1024.0,
+            st.peak_in_flight,
+            st.rss_per_in_flight_kib
+                .map_or(String::new(), |k| format!(" → {k:.1} KiB per open request"))
+        );
+    }
+    if st.saturated {
+        let _ = writeln!(
+            o,
+            "{} {at}: the generator's backlog overflowed: the target could not keep up",
+            s.target
+        );
+    }
+    if st.dispatch_lag.count > 0 && st.dispatch_lag.p99 > 1.0 {
+        let _ = writeln!(
+            o,
+            "{} {at}: generator dispatch lag p99 {:.2} ms (over 1 ms: the generator itself was short of CPU)",
+            s.target, st.dispatch_lag.p99
+        );
+    }
+}
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub fn html(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>berry loadtest: {}</title>\
+         <style>body{{font:14px/1.4 system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}}\
+         table{{border-collapse:collapse;margin:8px 0 16px}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:8px;white-space:pre-wrap}}\
+         .fail{{color:#b00;font-weight:bold}}</style></head><body>",
+        esc(&r.scenario)
+    );
+    let _ = write!(
+        o,
+        "<h1>berry loadtest: {}</h1><p>{}</p><p>{}</p><p><code>{}</code></p>",
+        esc(&r.scenario),
+        esc(&r.description),
+        esc(&header(r)),
+        esc(&r.command)
+    );
+    // Percentiles against offered load (open loop), one colour per percentile, one dash per
+    // target.
+    let mut lines = Vec::new();
+    type Pick = fn(&Step) -> f64;
+    let pcts: [(&str, Pick); 4] = [
+        ("p50", |s| s.latency.p50),
+        ("p90", |s| s.latency.p90),
+        ("p99", |s| s.latency.p99),
+        ("p99.9", |s| s.latency.p999),
+    ];
+    for (si, s) in r.series.iter().enumerate() {
+        for (pi, (name, f)) in pcts.iter().enumerate() {
+            let points: Vec<(f64, f64)> = s
+                .steps
+                .iter()
+                .filter_map(|st| st.offered_rate.map(|x| (x, f(st))))
+                .collect();
+            lines.push(Line {
+                label: format!("{} {name}", s.target),
+                color: COLORS[pi % COLORS.len()],
+                dash: si % 2 == 1,
+                points,
+            });
+        }
+    }
+    if lines.iter().any(|l| !l.points.is_empty()) {
+        o.push_str("<h2>Latency percentiles against offered load</h2>");
+        o.push_str(&chart(
+            "latency (ms, log) vs offered rate (req/s)",
+            &lines,
+            Scale::Linear,
+            Scale::Log,
+        ));
+        if let Some(b) = r.p99_bound_ms {
+            let _ = write!(o, "<p>Sweep bound: p99 ≤ {b} ms.</p>");
+        }
+    }
+    // Latency by percentile, one line per step.
+    let mut lines = Vec::new();
+    for (si, s) in r.series.iter().enumerate() {
+        for (k, st) in s.steps.iter().enumerate() {
+            let at = st
+                .offered_rate
+                .map_or(format!("c={}", st.connections), |x| format!("{x:.0}/s"));
+            lines.push(Line {
+                label: format!("{} {at}", s.target),
+                color: COLORS[k % COLORS.len()],
+                dash: si % 2 == 1,
+                points: st.spectrum.clone(),
+            });
+        }
+    }
+    o.push_str("<h2>Latency by percentile</h2>");
+    o.push_str(&chart(
+        "latency (ms, log) by percentile",
+        &lines,
+        Scale::Nines,
+        Scale::Log,
+    ));
+    for s in &r.series {
+        let _ = write!(o, "<h2>{}</h2>", esc(&s.target));
+        o.push_str(
+            "<table><tr><th>offered/s</th><th>done/s</th><th>errors %</th><th>p50 ms</th>\
+             <th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>from send p99</th>\
+             <th>TTFT p99</th><th>gap p99</th><th>stalls</th><th>CPU µs/req</th><th>RSS peak MiB</th><th>pass</th></tr>",
+        );
+        for st in &s.steps {
+            let pass = match st.passed {
+                Some(true) => "yes".to_string(),
+                Some(false) => "<span class=fail>no</span>".to_string(),
+                None => String::new(),
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td>\
+                 <td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{pass}</td></tr>",
+                st.offered_rate
+                    .map_or(format!("c={}", st.connections), |x| format!("{x:.0}")),
+                st.achieved_rps,
+                pct(st.error_rate),
+                st.latency.p50,
+                st.latency.p90,
+                st.latency.p99,
+                st.latency.p999,
+                st.latency.max,
+                st.service.p99,
+                st.ttft.p99,
+                st.gap.p99,
+                st.stalls,
+                opt(st.target_cpu_us_per_req, 1),
+                opt(st.rss_peak_kib.map(|k| k as f64 / 1024.0), 1),
+            );
+        }
+        o.push_str("</table>");
+        if let Some(last) = s.steps.last() {
+            let p99: Vec<(f64, f64)> = last
+                .timeline
+                .iter()
+                .map(|x| (f64::from(x.second) + 1.0, x.p99_ms.max(0.001)))
+                .collect();
+            let done: Vec<(f64, f64)> = last
+                .timeline
+                .iter()
+                .map(|x| (f64::from(x.second) + 1.0, x.completed.max(1) as f64))
+                .collect();
+            o.push_str("<h3>Last step, second by second</h3>");
+            o.push_str(&chart(
+                "p99 ms (log) and completions per second (log), by second of the run",
+                &[
+                    Line {
+                        label: "p99 ms".into(),
+                        color: COLORS[1],
+                        dash: false,
+                        points: p99,
+                    },
+                    Line {
+                        label: "completed/s".into(),
+                        color: COLORS[0],
+                        dash: true,
+                        points: done,
+                    },
+                ],
+                Scale::Linear,
+                Scale::Log,
+            ));
+        }
+    }
+    let _ = write!(o, "<h2>Summary</h2><pre>{}</pre>", esc(&text(r)));
+    o.push_str("</body></html>\n");
+    o
+}
