@@ -59,6 +59,8 @@ pub struct Second {
     pub second: u32,
     pub completed: u64,
     pub errors: u64,
+    /// Stream gaps over the stall threshold.
+    pub stalls: u64,
     pub in_flight: u64,
     pub connections: u64,
     pub p50_ms: f64,
@@ -83,6 +85,7 @@ enum Msg {
         second: u32,
         completed: u64,
         errors: u64,
+        stalls: u64,
         in_flight: u64,
         connections: u64,
         hist: Histogram<u64>,
@@ -137,6 +140,7 @@ fn collect(rx: &Receiver<Msg>, threads: usize, on_second: &mut dyn FnMut(&Second
                 second,
                 completed,
                 errors,
+                stalls,
                 in_flight,
                 connections,
                 hist,
@@ -152,6 +156,7 @@ fn collect(rx: &Receiver<Msg>, threads: usize, on_second: &mut dyn FnMut(&Second
                 let s = &mut timeline[i];
                 s.completed += completed;
                 s.errors += errors;
+                s.stalls += stalls;
                 s.in_flight += in_flight;
                 s.connections += connections;
                 match &mut s.hist {
@@ -197,7 +202,10 @@ struct Ctx {
     pool: Pool<Conn>,
     stats: std::cell::RefCell<Stats>,
     interval: std::cell::RefCell<Histogram<u64>>,
-    counts: std::cell::Cell<(u64, u64)>,
+    /// Since the last tick: completed, failed, stream stalls.
+    counts: std::cell::Cell<(u64, u64, u64)>,
+    /// Closed loop: connections open now.
+    conns: std::cell::Cell<usize>,
     in_flight: std::cell::Cell<usize>,
     saturated: std::cell::Cell<bool>,
     rng: std::cell::RefCell<fastrand::Rng>,
@@ -214,6 +222,7 @@ async fn worker(spec: RunSpec, i: usize, threads: usize, t0: Instant, tx: Sender
         stats: Default::default(),
         interval: std::cell::RefCell::new(histogram()),
         counts: Default::default(),
+        conns: Default::default(),
         in_flight: Default::default(),
         saturated: Default::default(),
         rng: std::cell::RefCell::new(fastrand::Rng::with_seed(
@@ -260,14 +269,15 @@ async fn ticks(ctx: Rc<Ctx>, tx: Sender<Msg>) {
     let mut second = 0u32;
     loop {
         wait_until(ctx.t0 + Duration::from_secs(u64::from(second) + 1)).await;
-        let (completed, errors) = ctx.counts.replace((0, 0));
+        let (completed, errors, stalls) = ctx.counts.replace((0, 0, 0));
         let hist = ctx.interval.replace(histogram());
         let msg = Msg::Tick {
             second,
             completed,
             errors,
+            stalls,
             in_flight: ctx.in_flight.get() as u64,
-            connections: ctx.pool.open() as u64,
+            connections: (ctx.pool.open() + ctx.conns.get()) as u64,
             hist,
         };
         if tx.send(msg).is_err() {
@@ -364,6 +374,7 @@ async fn closed_conn(ctx: Rc<Ctx>, first: Instant, threads: usize) {
     let mut conn: Option<Conn> = None;
     let budget_per_thread = ctx.spec.budget.div_ceil(threads as u64);
     let mut sent = 0u64;
+    let mut counted = false;
     while Instant::now() < ctx.end && sent < budget_per_thread {
         let start = Instant::now();
         let idx = ctx.spec.requests.pick(&mut ctx.rng.borrow_mut());
@@ -388,6 +399,12 @@ async fn closed_conn(ctx: Rc<Ctx>, first: Instant, threads: usize) {
             Ok(r) => r,
             Err(_) => Err(ErrorKind::Timeout),
         };
+        // Kept connections, for the progress line.
+        if conn.is_some() != counted {
+            counted = conn.is_some();
+            let n = ctx.conns.get();
+            ctx.conns.set(if counted { n + 1 } else { n - 1 });
+        }
         let failed_to_connect = matches!(result, Err(ErrorKind::Connect));
         finish(&ctx, idx, start, start, None, result);
         sent += 1;
@@ -395,6 +412,9 @@ async fn closed_conn(ctx: Rc<Ctx>, first: Instant, threads: usize) {
             // Do not spin on a refused port.
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+    if counted {
+        ctx.conns.set(ctx.conns.get() - 1);
     }
     ctx.in_flight.set(ctx.in_flight.get() - 1);
 }
@@ -411,14 +431,18 @@ fn finish(
 ) {
     let now = Instant::now();
     let latency = now.saturating_duration_since(start).as_micros() as u64;
-    let (mut completed, mut errors) = ctx.counts.get();
+    let (mut completed, mut errors, mut stalls) = ctx.counts.get();
     completed += 1;
     let error = match &result {
         Ok(x) => x.error,
         Err(kind) => Some(*kind),
     };
     errors += u64::from(error.is_some());
-    ctx.counts.set((completed, errors));
+    if let Ok(x) = &result {
+        let stall_us = ctx.spec.stall.as_micros() as u32;
+        stalls += x.gaps.iter().filter(|&&g| g > stall_us).count() as u64;
+    }
+    ctx.counts.set((completed, errors, stalls));
     // Only answers and timeouts have a latency; a refused connection or a reset does not.
     let has_latency = match &result {
         Ok(x) => x.status > 0,

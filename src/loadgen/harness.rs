@@ -38,6 +38,8 @@ pub struct Options {
 /// One measured step.
 #[derive(Clone, Debug, Serialize)]
 pub struct Step {
+    /// What the step loads with: the offered rate (open loop) or the connections (closed loop).
+    pub level: f64,
     pub offered_rate: Option<f64>,
     pub connections: usize,
     pub duration_s: f64,
@@ -81,7 +83,8 @@ pub struct Step {
 pub struct Series {
     pub target: String,
     pub steps: Vec<Step>,
-    /// Sweeps: the highest offered rate that met the bounds.
+    /// Sweeps: the highest level (offered rate, or connections in a closed loop) that met the
+    /// bounds.
     pub sustainable_rate: Option<f64>,
     pub stopped_because: Option<String>,
     /// Sweeps: for each p99 bound (ms), the highest rate with p99 under it and errors in bound.
@@ -123,7 +126,14 @@ pub fn run(s: &Scenario, o: &Options) -> Result<Report, String> {
     } else {
         s.threads
     };
-    let want = s.connections as u64 * 3 + 4096;
+    let most = s
+        .sweep
+        .as_ref()
+        .filter(|_| o.sweep && s.mode == Mode::Closed)
+        .and_then(|sw| sw.rates().into_iter().reduce(f64::max))
+        .map_or(s.connections, |x| s.connections.max(x as usize));
+    // Generator, Berry (client and upstream side) and mock each hold a descriptor per stream.
+    let want = most as u64 * 4 + 4096;
     procs::raise_nofile(want);
     let mut mock: Option<Proc> = None;
     let mut berry: Option<Proc> = None;
@@ -240,25 +250,41 @@ fn run_series(aim: &Aim, o: &Options, threads: usize) -> Result<Series, String> 
         _ => None,
     };
     let Some(sw) = sweep else {
-        out.steps.push(step(aim, o, threads, s.rate, s.duration_s)?);
+        let level = match s.mode {
+            Mode::Open => s.rate,
+            Mode::Closed => s.connections as f64,
+        };
+        out.steps.push(step(aim, o, threads, level, s.duration_s)?);
         return Ok(out);
+    };
+    let unit = match s.mode {
+        Mode::Open => "/s",
+        Mode::Closed => " connections",
     };
     for rate in sw.rates() {
         let mut st = step(aim, o, threads, rate, sw.step_s)?;
         let p99_ok = st.latency.p99 <= sw.p99_ms;
         let err_ok = st.error_rate <= sw.max_error_rate;
-        st.passed = Some(p99_ok && err_ok && !st.saturated);
-        let why = if st.saturated {
-            Some(format!("the generator's backlog overflowed at {rate}/s"))
+        let stalls_ok = !sw.stall_free || st.stalls == 0;
+        st.passed = Some(p99_ok && err_ok && stalls_ok && !st.saturated);
+        let why = if !stalls_ok {
+            Some(format!(
+                "{} stall(s) in {} stream(s) at {rate}{unit}",
+                st.stalls, st.stalled_streams
+            ))
+        } else if st.saturated {
+            Some(format!(
+                "the generator's backlog overflowed at {rate}{unit}"
+            ))
         } else if !err_ok {
             Some(format!(
-                "errors {:.2} % > {:.2} % at {rate}/s",
+                "errors {:.2} % > {:.2} % at {rate}{unit}",
                 st.error_rate * 100.0,
                 sw.max_error_rate * 100.0
             ))
         } else if !p99_ok {
             Some(format!(
-                "p99 {:.2} ms > {} ms at {rate}/s",
+                "p99 {:.2} ms > {} ms at {rate}{unit}",
                 st.latency.p99, sw.p99_ms
             ))
         } else {
@@ -280,7 +306,7 @@ fn run_series(aim: &Aim, o: &Options, threads: usize) -> Result<Series, String> 
             .iter()
             .take_while(|st| st.error_rate <= sw.max_error_rate && !st.saturated)
             .filter(|st| st.latency.p99 <= bound)
-            .filter_map(|st| st.offered_rate)
+            .map(|st| st.level)
             .fold(None, |a: Option<f64>, r| Some(a.map_or(r, |a| a.max(r))));
         out.frontier.push((bound, best));
     }
@@ -289,6 +315,10 @@ fn run_series(aim: &Aim, o: &Options, threads: usize) -> Result<Series, String> 
 
 fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Result<Step, String> {
     let s = aim.scenario;
+    let connections = match s.mode {
+        Mode::Open => s.connections,
+        Mode::Closed => (rate as usize).max(1),
+    };
     let host = aim.addr.to_string();
     let requests = Arc::new(Requests::build(s, &host, aim.token.as_deref()));
     let spec = RunSpec {
@@ -297,7 +327,7 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
         mode: s.mode,
         arrival: s.arrival,
         rate,
-        connections: s.connections,
+        connections,
         warmup: Duration::from_secs_f64(s.warmup_s),
         duration: Duration::from_secs_f64(seconds),
         ramp: Duration::from_secs_f64(s.ramp_s),
@@ -314,7 +344,7 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
     let tty = std::io::stderr().is_terminal();
     let label = match s.mode {
         Mode::Open => format!("{} {rate}/s", aim.label),
-        Mode::Closed => format!("{} c={}", aim.label, s.connections),
+        Mode::Closed => format!("{} c={connections}", aim.label),
     };
     let total = s.warmup_s + seconds;
     let mut on_second = |sec: &Second| {
@@ -332,7 +362,7 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
             } else {
                 "drain"
             };
-            let line = format!(
+            let mut line = format!(
                 "[{label}] {:>3}/{:.0} s {phase:<7} done {:>7}/s  err {:>5}  p50 {:>8.2} ms  p99 {:>8.2} ms  in flight {:>6}  conns {:>6}",
                 sec.second + 1,
                 total,
@@ -343,6 +373,9 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
                 sec.in_flight,
                 sec.connections
             );
+            if sec.stalls > 0 {
+                line.push_str(&format!("  stalls {}", sec.stalls));
+            }
             let mut e = std::io::stderr();
             if tty {
                 let _ = write!(e, "\r\x1b[2K{line}");
@@ -377,8 +410,12 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
         _ => None,
     };
     Ok(Step {
+        level: match s.mode {
+            Mode::Open => rate,
+            Mode::Closed => connections as f64,
+        },
         offered_rate: (s.mode == Mode::Open).then_some(rate),
-        connections: s.connections,
+        connections,
         duration_s: seconds,
         completed,
         ok: st.ok,

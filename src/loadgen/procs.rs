@@ -129,16 +129,15 @@ pub fn start_mock(bin: &Path, m: &MockSpec, dir: &Path) -> Result<Proc, String> 
     spawn("mock", bin, &args, addr, dir)
 }
 
-/// The config a managed Berry runs: one provider (the mock), one model, one user. Retries are
-/// off so that a comparison measures the proxy hop alone.
-pub fn berry_config(addr: SocketAddr, mock: SocketAddr, model: &str) -> String {
+/// The config a managed Berry runs: one provider (the mock), one model, one user.
+pub fn berry_config(addr: SocketAddr, mock: SocketAddr, model: &str, max_retries: u32) -> String {
     format!(
         r#"[server]
 bind_address = "{addr}"
 connections_per_shard_max = 200000
 
 [settings]
-max_retries = 0
+max_retries = {max_retries}
 
 [providers.mock]
 name = "Load-test mock"
@@ -168,7 +167,7 @@ pub fn start_berry(
 ) -> Result<Proc, String> {
     let addr = free_port()?;
     let config = dir.join("berry.toml");
-    std::fs::write(&config, berry_config(addr, mock, model))
+    std::fs::write(&config, berry_config(addr, mock, model, b.max_retries))
         .map_err(|e| format!("{}: {e}", config.display()))?;
     let args: Vec<String> = vec![
         "serve".into(),
@@ -246,7 +245,7 @@ mod tests {
     #[test]
     fn managed_config_is_valid() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let text = berry_config(a, a, "bench-model");
+        let text = berry_config(a, a, "bench-model", 0);
         let cfg = crate::config::load_str(&text, "t.toml").expect("valid config");
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings.len());
     }

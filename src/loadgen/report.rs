@@ -94,12 +94,12 @@ pub fn text(r: &Report) -> String {
         {
             let _ = writeln!(
                 o,
-                "\nsweep ({}): highest sustainable rate {} (p99 <= {} ms, errors <= {} %); stopped: {}",
+                "\nsweep ({}): highest sustainable {} (p99 <= {} ms, errors <= {} %); stopped: {}",
                 s.target,
-                if rate > 0.0 {
-                    format!("{rate:.0} req/s")
-                } else {
-                    "none".into()
+                match (rate > 0.0, r.mode) {
+                    (false, _) => "load: none".into(),
+                    (true, "open") => format!("rate {rate:.0} req/s"),
+                    (true, _) => format!("concurrency {rate:.0} connections"),
                 },
                 opt(r.p99_bound_ms, 0),
                 r.max_error_rate.map_or("-".into(), pct),
@@ -249,11 +249,7 @@ pub fn html(r: &Report) -> String {
     ];
     for (si, s) in r.series.iter().enumerate() {
         for (pi, (name, f)) in pcts.iter().enumerate() {
-            let points: Vec<(f64, f64)> = s
-                .steps
-                .iter()
-                .filter_map(|st| st.offered_rate.map(|x| (x, f(st))))
-                .collect();
+            let points: Vec<(f64, f64)> = s.steps.iter().map(|st| (st.level, f(st))).collect();
             lines.push(Line {
                 label: format!("{} {name}", s.target),
                 color: COLORS[pi % COLORS.len()],
@@ -262,10 +258,15 @@ pub fn html(r: &Report) -> String {
             });
         }
     }
+    let x_name = if r.mode == "open" {
+        "offered rate (req/s)"
+    } else {
+        "connections"
+    };
     if lines.iter().any(|l| !l.points.is_empty()) {
         o.push_str("<h2>Latency percentiles against offered load</h2>");
         o.push_str(&chart(
-            "latency (ms, log) vs offered rate (req/s)",
+            &format!("latency (ms, log) vs {x_name}"),
             &lines,
             Scale::Linear,
             Scale::Log,

@@ -125,11 +125,12 @@ impl Default for RequestSpec {
     }
 }
 
-/// `--sweep`: raise the rate step by step until p99 or the error rate passes its bound.
+/// `--sweep`: raise the load step by step until p99 or the error rate passes its bound. The
+/// levels are rates in an open loop and connection counts in a closed loop.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepSpec {
-    /// Explicit rates; when empty, `start`, then `+ step` (or `× factor`) up to `max`.
+    /// Explicit levels; when empty, `start`, then `+ step` (or `× factor`) up to `max`.
     pub rates: Vec<f64>,
     pub start: f64,
     pub step: f64,
@@ -139,6 +140,8 @@ pub struct SweepSpec {
     pub step_s: f64,
     pub p99_ms: f64,
     pub max_error_rate: f64,
+    /// A step with any stream stall fails.
+    pub stall_free: bool,
 }
 
 impl Default for SweepSpec {
@@ -152,6 +155,7 @@ impl Default for SweepSpec {
             step_s: 5.0,
             p99_ms: 50.0,
             max_error_rate: 0.01,
+            stall_free: false,
         }
     }
 }
@@ -216,6 +220,8 @@ pub struct BerrySpec {
     pub workers: usize,
     /// `auto`, `uring` or `epoll`.
     pub driver: String,
+    /// `settings.max_retries`; 0 by default so that a comparison measures the proxy hop alone.
+    pub max_retries: u32,
 }
 
 impl Default for BerrySpec {
@@ -223,6 +229,7 @@ impl Default for BerrySpec {
         BerrySpec {
             workers: 2,
             driver: "auto".into(),
+            max_retries: 0,
         }
     }
 }
