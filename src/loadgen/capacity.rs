@@ -100,10 +100,10 @@ pub fn project(g: &Series, s: &Scenario, target_rate: f64) -> Option<Capacity> {
         .collect();
     let stream_note = match s.stream_share {
         Some(x) if x > 0.0 => format!(
-            "{:.0} % of chat requests stream; a stream's cost grows with its token count",
+            "mix ({:.0} % of chat requests streamed; a stream's cost grows with its token count)",
             x * 100.0
         ),
-        _ => "the request mix of this scenario (non-streaming unless it says otherwise)".into(),
+        _ => "request mix".into(),
     };
     Some(Capacity {
         measured_rate: step.offered_rate,

@@ -230,7 +230,7 @@ async fn worker(spec: RunSpec, i: usize, threads: usize, t0: Instant, tx: Sender
         )),
         spec,
     });
-    let ticker = monoio::spawn(ticks(ctx.clone(), tx.clone()));
+    let ticker = monoio::spawn(ticks(Rc::downgrade(&ctx), tx.clone()));
     wait_until(t0).await;
     match ctx.spec.mode {
         Mode::Open => open_loop(&ctx, i, threads).await,
@@ -253,6 +253,11 @@ async fn worker(spec: RunSpec, i: usize, threads: usize, t0: Instant, tx: Sender
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(ticker);
+    // monoio does not drop unfinished tasks with the runtime, and closes sockets through the
+    // ring: close kept connections now, and give the ring a moment to submit the closes, or
+    // they would stay open (and the target would hold them) until the process exits.
+    drop(ctx.pool.take_idle());
+    monoio::time::sleep(Duration::from_millis(20)).await;
     let stats = ctx.stats.replace(Stats::default());
     let _ = tx.send(Msg::Done(Box::new(stats), ctx.saturated.get()));
 }
@@ -265,10 +270,15 @@ async fn wait_until(t: Instant) {
 }
 
 /// Every second after `t0`: counts and latencies of the requests that finished in it.
-async fn ticks(ctx: Rc<Ctx>, tx: Sender<Msg>) {
+/// Holds the context weakly: this task outlives the run (monoio never drops it).
+async fn ticks(ctx: std::rc::Weak<Ctx>, tx: Sender<Msg>) {
     let mut second = 0u32;
+    let Some(t0) = ctx.upgrade().map(|c| c.t0) else {
+        return;
+    };
     loop {
-        wait_until(ctx.t0 + Duration::from_secs(u64::from(second) + 1)).await;
+        wait_until(t0 + Duration::from_secs(u64::from(second) + 1)).await;
+        let Some(ctx) = ctx.upgrade() else { return };
         let (completed, errors, stalls) = ctx.counts.replace((0, 0, 0));
         let hist = ctx.interval.replace(histogram());
         let msg = Msg::Tick {

@@ -72,7 +72,8 @@ pub struct Step {
     pub mock_cpu_us_per_req: Option<f64>,
     pub rss_idle_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
-    /// (peak - idle) / peak concurrent requests: the gateway's memory per open stream.
+    /// (peak - before) / requests open at the peak, with at least 100 open: the target's memory
+    /// per open request (per open stream in a density run).
     pub rss_per_in_flight_kib: Option<f64>,
     pub spectrum: Vec<(f64, f64)>,
     pub timeline: Vec<Second>,
@@ -404,7 +405,8 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
         .map(|k| (k.name(), st.errors[*k as usize]))
         .collect();
     let rss_per = match (rss_idle, rss_peak) {
-        (Some(i), Some(p)) if r.peak_in_flight > 0 && p > i => {
+        // Only meaningful with many requests open at once (a stream-density run).
+        (Some(i), Some(p)) if peak_at_rss >= 100 && p > i => {
             Some((p - i) as f64 / peak_at_rss.max(1) as f64)
         }
         _ => None,

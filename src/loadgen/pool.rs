@@ -58,6 +58,13 @@ impl<C> Pool<C> {
         None
     }
 
+    /// Takes every idle connection out (to close them while the runtime still runs).
+    pub fn take_idle(&self) -> Vec<C> {
+        let idle = std::mem::take(&mut *self.idle.borrow_mut());
+        self.open.set(self.open.get() - idle.len());
+        idle
+    }
+
     pub fn acquire(&self) -> Acquire<'_, C> {
         Acquire {
             pool: self,

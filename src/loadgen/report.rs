@@ -183,7 +183,7 @@ fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
     if let (Some(i), Some(p)) = (st.rss_idle_kib, st.rss_peak_kib) {
         let _ = writeln!(
             o,
-            "{} {at}: RSS idle {:.1} MiB, peak {:.1} MiB, peak in flight {}{}",
+            "{} {at}: RSS before {:.1} MiB, peak {:.1} MiB, peak in flight {}{}",
             s.target,
             i as f64 / 1024.0,
             p as f64 / 1024.0,
