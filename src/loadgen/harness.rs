@@ -70,6 +70,10 @@ pub struct Step {
     pub target_cpu_us_per_req: Option<f64>,
     pub target_cores: Option<f64>,
     pub mock_cpu_us_per_req: Option<f64>,
+    /// The load generator's own CPU per request (this process).
+    pub generator_cpu_us_per_req: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor gave to others during the step.
+    pub steal_pct: Option<f64>,
     pub rss_idle_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
     /// (peak - before) / requests open at the peak, with at least 100 open: the target's memory
@@ -339,6 +343,8 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
     };
     let cpu0 = aim.pid.and_then(procs::cpu_us);
     let mock0 = aim.mock_pid.and_then(procs::cpu_us);
+    let gen0 = procs::cpu_us(std::process::id());
+    let steal0 = procs::steal_ticks();
     let rss_idle = aim.pid.and_then(procs::rss_kib);
     let mut rss_peak = rss_idle;
     let mut peak_at_rss = 0u64;
@@ -396,6 +402,13 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
         _ => None,
     };
     let cpu1 = aim.pid.and_then(procs::cpu_us);
+    let gen1 = procs::cpu_us(std::process::id());
+    let steal_pct = match (steal0, procs::steal_ticks()) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            Some((s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+        }
+        _ => None,
+    };
     let run_s = r.timeline.len().max(1) as f64;
     let st = &r.stats;
     let completed = st.completed();
@@ -445,6 +458,8 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
             _ => None,
         },
         mock_cpu_us_per_req: per_req(mock0, aim.mock_pid.and_then(procs::cpu_us)),
+        generator_cpu_us_per_req: per_req(gen0, gen1),
+        steal_pct,
         rss_idle_kib: rss_idle,
         rss_peak_kib: rss_peak,
         rss_per_in_flight_kib: rss_per,

@@ -193,6 +193,20 @@ pub fn cpu_us(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000 / hz)
 }
 
+/// Machine-wide (steal, total) CPU time in clock ticks, from the first line of /proc/stat:
+/// steal is time the hypervisor gave this VM's CPUs to someone else.
+pub fn steal_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some((*f.get(7)?, f.iter().sum()))
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -180,7 +180,8 @@ fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
             st.gap.p99, st.gap.max, st.stalls, st.stalled_streams
         );
     }
-    if let (Some(i), Some(p)) = (st.rss_idle_kib, st.rss_peak_kib) {
+    let dense = st.rss_per_in_flight_kib.is_some() || s.steps.len() == 1;
+    if let (Some(i), Some(p), true) = (st.rss_idle_kib, st.rss_peak_kib, dense) {
         let _ = writeln!(
             o,
             "{} {at}: RSS before {:.1} MiB, peak {:.1} MiB, peak in flight {}{}",
@@ -192,6 +193,15 @@ fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
                 .map_or(String::new(), |k| format!(" → {k:.1} KiB per open request"))
         );
     }
+    let _ = writeln!(
+        o,
+        "{} {at}: CPU per request: target {}, mock {}, generator {} µs; steal {} %",
+        s.target,
+        opt(st.target_cpu_us_per_req, 1),
+        opt(st.mock_cpu_us_per_req, 1),
+        opt(st.generator_cpu_us_per_req, 1),
+        opt(st.steal_pct, 1)
+    );
     if st.saturated {
         let _ = writeln!(
             o,
@@ -278,7 +288,14 @@ pub fn html(r: &Report) -> String {
     // Latency by percentile, one line per step.
     let mut lines = Vec::new();
     for (si, s) in r.series.iter().enumerate() {
-        for (k, st) in s.steps.iter().enumerate() {
+        // At most six steps per target, spread over the sweep, the last one always in.
+        let n = s.steps.len();
+        let pick: Vec<usize> = if n <= 6 {
+            (0..n).collect()
+        } else {
+            (0..6).map(|k| k * (n - 1) / 5).collect()
+        };
+        for (k, st) in pick.iter().map(|&i| &s.steps[i]).enumerate() {
             let at = st
                 .offered_rate
                 .map_or(format!("c={}", st.connections), |x| format!("{x:.0}/s"));
