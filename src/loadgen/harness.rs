@@ -211,7 +211,10 @@ pub fn run(s: &Scenario, o: &Options) -> Result<Report, String> {
         None
     };
     let gateway = series.iter().find(|x| x.target != "mock");
-    let capacity = gateway.and_then(|g| capacity::project(g, s, o.capacity_rate));
+    // A projection to a request rate needs an open-loop measurement.
+    let capacity = gateway
+        .filter(|_| s.mode == Mode::Open)
+        .and_then(|g| capacity::project(g, s, o.capacity_rate));
     let sweep = s.sweep.clone().filter(|_| o.sweep);
     Ok(Report {
         scenario: s.name.clone(),
@@ -305,7 +308,12 @@ fn run_series(aim: &Aim, o: &Options, threads: usize) -> Result<Series, String> 
     if out.stopped_because.is_none() {
         out.stopped_because = Some("reached the last rate of the sweep".into());
     }
-    for bound in [1.0, 5.0, 10.0, 50.0, 100.0, 1000.0] {
+    let mut bounds = vec![1.0, 5.0, 10.0, 50.0, 100.0, 1000.0];
+    if !bounds.contains(&sw.p99_ms) {
+        bounds.push(sw.p99_ms);
+        bounds.sort_by(f64::total_cmp);
+    }
+    for bound in bounds {
         let best = out
             .steps
             .iter()

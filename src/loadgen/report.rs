@@ -179,6 +179,15 @@ fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
             s.target, st.streams, st.frames, st.frames_per_s, st.ttft.p50, st.ttft.p99, st.gap.p50,
             st.gap.p99, st.gap.max, st.stalls, st.stalled_streams
         );
+        if let (Some(cpu), true) = (st.target_cpu_us_per_req, st.streams == st.completed) {
+            let per_stream = st.frames as f64 / st.streams as f64;
+            let _ = writeln!(
+                o,
+                "{} {at}: target CPU per stream {cpu:.0} µs, per frame {:.1} µs",
+                s.target,
+                cpu / per_stream.max(1.0)
+            );
+        }
     }
     let dense = st.rss_per_in_flight_kib.is_some() || s.steps.len() == 1;
     if let (Some(i), Some(p), true) = (st.rss_idle_kib, st.rss_peak_kib, dense) {
