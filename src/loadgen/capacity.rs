@@ -118,7 +118,9 @@ pub fn project(g: &Series, s: &Scenario, target_rate: f64) -> Option<Capacity> {
         sustained_here: g.sustainable_rate,
         assumptions: vec![
             "CPU is the limit: cost per request is utime+stime of the gateway process over the \
-             step, divided by completed requests (kernel TCP work charged to it included)"
+             step, divided by completed requests; it includes the kernel's socket work done in \
+             the gateway's own threads, not network softirq work charged elsewhere (covered by \
+             the headroom below)"
                 .into(),
             "cost scales linearly with shards: thread-per-core, no shared state on the request \
              path, one SO_REUSEPORT listener per shard"

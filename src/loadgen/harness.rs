@@ -74,6 +74,8 @@ pub struct Step {
     pub generator_cpu_us_per_req: Option<f64>,
     /// Share of the machine's CPU time the hypervisor gave to others during the step.
     pub steal_pct: Option<f64>,
+    /// Cores busy machine-wide during the step (generator, mock, target, kernel, neighbours).
+    pub machine_busy_cores: Option<f64>,
     pub rss_idle_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
     /// (peak - before) / requests open at the peak, with at least 100 open: the target's memory
@@ -352,7 +354,7 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
     let cpu0 = aim.pid.and_then(procs::cpu_us);
     let mock0 = aim.mock_pid.and_then(procs::cpu_us);
     let gen0 = procs::cpu_us(std::process::id());
-    let steal0 = procs::steal_ticks();
+    let ticks0 = procs::machine_ticks();
     let rss_idle = aim.pid.and_then(procs::rss_kib);
     let mut rss_peak = rss_idle;
     let mut peak_at_rss = 0u64;
@@ -411,11 +413,17 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
     };
     let cpu1 = aim.pid.and_then(procs::cpu_us);
     let gen1 = procs::cpu_us(std::process::id());
-    let steal_pct = match (steal0, procs::steal_ticks()) {
-        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
-            Some((s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+    let (steal_pct, machine_busy_cores) = match (ticks0, procs::machine_ticks()) {
+        (Some(a), Some(b)) if b.total > a.total => {
+            let total = (b.total - a.total) as f64;
+            let busy = total - (b.idle - a.idle) as f64 - (b.steal - a.steal) as f64;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            (
+                Some((b.steal - a.steal) as f64 * 100.0 / total),
+                Some(busy / total * cores),
+            )
         }
-        _ => None,
+        _ => (None, None),
     };
     let run_s = r.timeline.len().max(1) as f64;
     let st = &r.stats;
@@ -468,6 +476,7 @@ fn step(aim: &Aim, o: &Options, threads: usize, rate: f64, seconds: f64) -> Resu
         mock_cpu_us_per_req: per_req(mock0, aim.mock_pid.and_then(procs::cpu_us)),
         generator_cpu_us_per_req: per_req(gen0, gen1),
         steal_pct,
+        machine_busy_cores,
         rss_idle_kib: rss_idle,
         rss_peak_kib: rss_peak,
         rss_per_in_flight_kib: rss_per,

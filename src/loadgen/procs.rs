@@ -193,9 +193,17 @@ pub fn cpu_us(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000 / hz)
 }
 
-/// Machine-wide (steal, total) CPU time in clock ticks, from the first line of /proc/stat:
-/// steal is time the hypervisor gave this VM's CPUs to someone else.
-pub fn steal_ticks() -> Option<(u64, u64)> {
+/// Machine-wide CPU time in clock ticks, from the first line of /proc/stat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineTicks {
+    /// Time the hypervisor gave this VM's CPUs to someone else.
+    pub steal: u64,
+    /// idle + iowait.
+    pub idle: u64,
+    pub total: u64,
+}
+
+pub fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let f: Vec<u64> = stat
         .lines()
@@ -204,7 +212,11 @@ pub fn steal_ticks() -> Option<(u64, u64)> {
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    Some((*f.get(7)?, f.iter().sum()))
+    Some(MachineTicks {
+        steal: *f.get(7)?,
+        idle: f.get(3)? + f.get(4)?,
+        total: f.iter().take(8).sum(),
+    })
 }
 
 /// Resident memory of a process, in KiB.

@@ -204,11 +204,12 @@ fn step_notes(o: &mut String, s: &Series, st: &Step, stall_ms: u64) {
     }
     let _ = writeln!(
         o,
-        "{} {at}: CPU per request: target {}, mock {}, generator {} µs; steal {} %",
+        "{} {at}: CPU per request: target {}, mock {}, generator {} µs; machine busy {} cores, steal {} %",
         s.target,
         opt(st.target_cpu_us_per_req, 1),
         opt(st.mock_cpu_us_per_req, 1),
         opt(st.generator_cpu_us_per_req, 1),
+        opt(st.machine_busy_cores, 2),
         opt(st.steal_pct, 1)
     );
     if st.saturated {
