@@ -10,28 +10,24 @@
 //! Runs on monoio like the gateway, one thread per worker.
 
 mod answer;
+mod io;
 pub mod plan;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::api::peek;
 use crate::http::encode::{write_content_length, write_header, write_status_line};
 use crate::http::head::{parse_request, RequestBody, RequestHead};
 use answer::Shape;
+use io::{hold, read, reset, write};
 use plan::{Fault, FaultMix, Hiccup, Latency, Outcome};
-
-/// How long a silent or stalled answer holds the connection if the client never closes it.
-const HOLD_MAX: Duration = Duration::from_secs(3600);
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct MockArgs {
@@ -394,55 +390,4 @@ fn shape(
         fault,
     };
     Ok((shape, latency))
-}
-
-/// Closes with RST instead of FIN: SO_LINGER on with a zero timeout, then close.
-fn reset(s: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd owned by `s`, and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Says nothing more until the client closes (or [`HOLD_MAX`] passes).
-async fn hold(s: &mut TcpStream) {
-    let mut buf = Vec::with_capacity(4096);
-    let _ = monoio::time::timeout(HOLD_MAX, async {
-        loop {
-            buf.clear();
-            if !read(s, &mut buf).await {
-                return;
-            }
-        }
-    })
-    .await;
-}
-
-async fn read(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    let b = std::mem::take(buf);
-    let len = b.len();
-    let (res, slice) = s.read(b.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    matches!(res, Ok(n) if n > 0)
-}
-
-async fn write(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
-    let data = std::mem::take(out);
-    let (res, mut data) = s.write_all(data).await;
-    data.clear();
-    *out = data;
-    res.is_ok()
 }

@@ -9,21 +9,27 @@
 //! - `scenario`: the TOML format and its bounds; `Target` keeps runs on loopback by default.
 //! - `client`: the HTTP/1.1 client on the project's codec; SSE event timing.
 //! - `pool`: per-thread keep-alive connections with a FIFO wait queue.
-//! - `engine`: generator threads, open and closed loop, per-second progress.
-//! - `stats`: hdrhistograms and counters. `harness`: steps, sweeps, managed processes.
+//! - `engine`: generator threads and per-second progress; `worker`: one thread's open or closed
+//!   loop.
+//! - `stats`: hdrhistograms and counters. `harness`: sweeps, comparisons, managed processes;
+//!   `step`: one measured step.
 //! - `procs`: the mock and Berry child processes, `/proc` CPU and memory readings.
-//! - `capacity`: added latency and the cores projection. `report`: text, JSON, HTML with SVG.
+//! - `capacity`: added latency and the cores projection. `report`: text and JSON; `html` and
+//!   `svg`: the HTML report and its charts.
 
 pub mod capacity;
 pub mod client;
 pub mod engine;
 pub mod harness;
+mod html;
 pub mod pool;
 pub mod procs;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+mod step;
 pub mod svg;
+mod worker;
 
 use std::path::PathBuf;
 

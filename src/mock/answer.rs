@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::io::{hold, write};
 use super::plan::{Fault, Outcome};
-use super::{hold, write};
 use crate::http::encode::{
     write_chunk, write_content_length, write_header, write_status_line, LAST_CHUNK,
 };
