@@ -1,4 +1,4 @@
-//! Command line: `berry serve`, `berry demo`, `berry mock`, `berry validate`.
+//! Command line: `berry serve`, `berry demo`, `berry mock`, `berry loadtest`, `berry validate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +53,8 @@ enum Command {
     },
     /// Run a mock OpenAI upstream (for load tests and demos).
     Mock(crate::mock::MockArgs),
+    /// Load-test a target with an open-loop generator (see loadtest/README.md).
+    Loadtest(crate::loadgen::LoadtestArgs),
     /// Check a config file and print every problem with its line.
     Validate {
         #[arg(long, short)]
@@ -76,6 +78,7 @@ pub fn main() -> i32 {
         } => serve(config, workers, driver, bind),
         Command::Demo { port } => crate::demo::run(port),
         Command::Mock(args) => crate::mock::run_cli(args),
+        Command::Loadtest(args) => crate::loadgen::run_cli(args),
         Command::Validate { config } => validate(config),
     };
     match result {

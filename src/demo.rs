@@ -19,6 +19,7 @@ fn mock_args(name: &str, latency_ms: u64, fail_rate: f64) -> MockArgs {
         stream_events: 8,
         event_delay_ms: 40,
         name: name.into(),
+        ..MockArgs::default()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod loadgen;
 pub mod logging;
 pub mod mock;
 pub mod proxy;

@@ -1,27 +1,33 @@
-//! `berry mock`: a small, fast mock of an OpenAI upstream for demos, tests and load tests.
+//! `berry mock`: a fast mock of an OpenAI upstream for demos, tests and load tests.
 //!
-//! Answers chat completions (JSON or SSE), completions, embeddings and the model list, with a
-//! configurable latency, failure rate and stream pacing. A request header `x-mock-fault`
-//! injects one fault: `500`, `429` (with Retry-After), `reset` (close before any byte),
-//! `stall` (headers, then silence), `cut` (stream cut after two events), `no-done`
-//! (stream without `[DONE]`). Runs on monoio like the gateway, one thread per worker.
+//! Answers chat completions and completions (JSON with `usage`, or paced SSE), embeddings and the
+//! model list. Latency is fixed or drawn from a distribution (`plan::Latency`); streams have a
+//! time to first token, a token count, an inter-token delay and a token size. Faults come at a
+//! rate (`--faults 429=0.01,cut=0.002`, or the older `--fail-rate` for 500s) or per request from
+//! the header `x-mock-fault` (`500`, `503`, `429[:retry-after]`, `reset`, `silence`,
+//! `stall[:after]`, `pause[:ms]`, `cut[:after]`, `malformed[:at]`, `no-done`); other `x-mock-*`
+//! headers override the shape of one answer. `GET /mock/stats` counts requests by outcome.
+//! Runs on monoio like the gateway, one thread per worker.
 
-use std::cell::Cell;
+mod answer;
+mod io;
+pub mod plan;
+
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::api::peek;
-use crate::http::encode::{
-    write_chunk, write_content_length, write_header, write_status_line, LAST_CHUNK,
-};
-use crate::http::head::{parse_request, RequestBody};
+use crate::http::encode::{write_content_length, write_header, write_status_line};
+use crate::http::head::{parse_request, RequestBody, RequestHead};
+use answer::Shape;
+use io::{hold, read, reset, write};
+use plan::{Fault, FaultMix, Hiccup, Latency, Outcome};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct MockArgs {
@@ -31,28 +37,107 @@ pub struct MockArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Delay before every answer, in milliseconds.
+    /// Delay before every answer, in milliseconds (see --latency for distributions).
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Latency distribution, overriding --latency-ms: `20`, `uniform:10-50`, `lognormal:P50,P99`
+    /// (milliseconds).
+    #[arg(long)]
+    pub latency: Option<String>,
     /// Share of requests answered with 500 (0.0–1.0).
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
-    /// Content events per streamed answer.
+    /// Faults injected at random: `FAULT=RATE,...`, e.g. `429=0.01,503=0.01,cut:5=0.002`.
+    #[arg(long, default_value = "")]
+    pub faults: String,
+    /// Content events (tokens) per streamed answer.
     #[arg(long, default_value_t = 8)]
     pub stream_events: usize,
-    /// Pause between streamed events, in milliseconds.
+    /// Pause between streamed events (inter-token delay), in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub event_delay_ms: u64,
+    /// Time to first token of a stream, after its head, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Bytes of text per streamed token (0: a short word).
+    #[arg(long, default_value_t = 0)]
+    pub token_bytes: usize,
+    /// Bytes of text in a non-streamed answer (0: one short sentence).
+    #[arg(long, default_value_t = 0)]
+    pub response_bytes: usize,
+    /// Freeze the whole mock for --hiccup-ms every this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub hiccup_every_ms: u64,
+    /// Length of each freeze, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub hiccup_ms: u64,
     /// Name the mock puts into its answers.
     #[arg(long, default_value = "mock")]
     pub name: String,
 }
 
-/// Requests answered, shared by a mock's workers (read by tests and the demo).
-#[derive(Default)]
+impl Default for MockArgs {
+    fn default() -> Self {
+        MockArgs {
+            bind: "127.0.0.1:0".into(),
+            workers: 1,
+            latency_ms: 0,
+            latency: None,
+            fail_rate: 0.0,
+            faults: String::new(),
+            stream_events: 8,
+            event_delay_ms: 20,
+            ttft_ms: 0,
+            token_bytes: 0,
+            response_bytes: 0,
+            hiccup_every_ms: 0,
+            hiccup_ms: 0,
+            name: "mock".into(),
+        }
+    }
+}
+
+/// Requests answered, shared by a mock's workers (read by tests, the demo and `/mock/stats`).
 pub struct MockStats {
     pub requests: AtomicU64,
+    /// Requests that got an injected fault (by rate or by header).
     pub failed: AtomicU64,
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+}
+
+impl Default for MockStats {
+    fn default() -> Self {
+        MockStats {
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MockStats {
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.outcomes[o as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, o: Outcome) {
+        self.outcomes[o as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `{"requests":N,"faulted":N,"outcomes":{"ok_json":N,...}}`
+    pub fn to_json(&self) -> String {
+        let mut s = format!(
+            r#"{{"requests":{},"faulted":{},"outcomes":{{"#,
+            self.requests.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed)
+        );
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            let sep = if i > 0 { "," } else { "" };
+            s.push_str(&format!(r#"{sep}"{}":{}"#, o.name(), self.outcome(*o)));
+        }
+        s.push_str("}}");
+        s
+    }
 }
 
 /// A running mock.
@@ -78,12 +163,65 @@ pub fn run_cli(args: MockArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The parsed, validated form of [`MockArgs`].
+struct Cfg {
+    latency: Latency,
+    faults: FaultMix,
+    hiccup: Hiccup,
+    tokens: u32,
+    token_delay: Duration,
+    ttft: Duration,
+    token_bytes: usize,
+    response_bytes: usize,
+    name: String,
+}
+
+impl Cfg {
+    fn new(args: &MockArgs) -> Result<Cfg, String> {
+        let latency = match &args.latency {
+            Some(spec) => Latency::parse(spec).map_err(|e| format!("--latency: {e}"))?,
+            None => Latency::Fixed(Duration::from_millis(args.latency_ms)),
+        };
+        let mut faults = FaultMix::parse(&args.faults).map_err(|e| format!("--faults: {e}"))?;
+        if args.fail_rate > 0.0 {
+            faults
+                .0
+                .push((Fault::Status(500, 1), args.fail_rate.min(1.0)));
+        }
+        Ok(Cfg {
+            latency,
+            faults,
+            hiccup: Hiccup {
+                every: Duration::from_millis(args.hiccup_every_ms),
+                length: Duration::from_millis(args.hiccup_ms),
+            },
+            tokens: args.stream_events.clamp(1, u32::MAX as usize) as u32,
+            token_delay: Duration::from_millis(args.event_delay_ms),
+            ttft: Duration::from_millis(args.ttft_ms),
+            token_bytes: args.token_bytes,
+            response_bytes: args.response_bytes,
+            name: args.name.clone(),
+        })
+    }
+}
+
+/// One worker's state: shared by its connections, never by other threads (except `stats`).
+struct Worker {
+    cfg: Cfg,
+    stats: Arc<MockStats>,
+    started: Instant,
+    seq: Cell<u64>,
+    rng: RefCell<fastrand::Rng>,
+}
+
 /// Starts a mock on `addr` (port 0 picks one) in background threads.
 pub fn spawn(args: MockArgs, addr: SocketAddr) -> Result<Mock, String> {
+    Cfg::new(&args)?;
     let listeners = crate::runtime::bind_listeners(addr, args.workers.max(1))
         .map_err(|e| format!("mock: cannot listen on {addr}: {e}"))?;
     let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let stats = Arc::new(MockStats::default());
+    let started = Instant::now();
     for (i, l) in listeners.into_iter().enumerate() {
         let (args, stats) = (args.clone(), stats.clone());
         std::thread::Builder::new()
@@ -92,8 +230,16 @@ pub fn spawn(args: MockArgs, addr: SocketAddr) -> Result<Mock, String> {
                 let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                     .enable_timer()
                     .build();
+                let Ok(cfg) = Cfg::new(&args) else { return };
+                let w = Rc::new(Worker {
+                    cfg,
+                    stats,
+                    started,
+                    seq: Cell::new(0),
+                    rng: RefCell::new(fastrand::Rng::new()),
+                });
                 match rt {
-                    Ok(mut rt) => rt.block_on(accept(l, Rc::new(args), stats)),
+                    Ok(mut rt) => rt.block_on(accept(l, w)),
                     Err(e) => log::error!("mock: cannot start runtime: {e}"),
                 }
             })
@@ -102,49 +248,34 @@ pub fn spawn(args: MockArgs, addr: SocketAddr) -> Result<Mock, String> {
     Ok(Mock { addr, stats })
 }
 
-async fn accept(l: std::net::TcpListener, args: Rc<MockArgs>, stats: Arc<MockStats>) {
+async fn accept(l: std::net::TcpListener, w: Rc<Worker>) {
     let Ok(l) = TcpListener::from_std(l) else {
         return;
     };
-    let seq = Rc::new(Cell::new(0u64));
     while let Ok((s, _)) = l.accept().await {
         let _ = s.set_nodelay(true);
-        monoio::spawn(serve(s, args.clone(), stats.clone(), seq.clone()));
+        monoio::spawn(serve(s, w.clone()));
     }
 }
 
-struct Req {
-    path: Vec<u8>,
-    fault: Vec<u8>,
-    stream: bool,
-    model: String,
-    keep_alive: bool,
-}
-
-async fn serve(mut s: TcpStream, args: Rc<MockArgs>, stats: Arc<MockStats>, seq: Rc<Cell<u64>>) {
+async fn serve(mut s: TcpStream, w: Rc<Worker>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
     loop {
-        let req = loop {
+        let (head, body_end) = loop {
             match parse_request(&buf, 64 * 1024, 64) {
                 Ok(Some(head)) => {
-                    let RequestBody::Length(n) = head.body else {
-                        if head.body == RequestBody::None {
-                            let req = request(&head, &buf, &[]);
-                            buf.drain(..head.head_len);
-                            break req;
-                        }
-                        return;
+                    let end = match head.body {
+                        RequestBody::None => head.head_len,
+                        RequestBody::Length(n) => head.head_len + n as usize,
+                        RequestBody::Chunked => return,
                     };
-                    let end = head.head_len + n as usize;
                     while buf.len() < end {
                         if !read(&mut s, &mut buf).await {
                             return;
                         }
                     }
-                    let req = request(&head, &buf, &buf[head.head_len..end]);
-                    buf.drain(..end);
-                    break req;
+                    break (head, end);
                 }
                 Ok(None) => {
                     if !read(&mut s, &mut buf).await {
@@ -154,155 +285,109 @@ async fn serve(mut s: TcpStream, args: Rc<MockArgs>, stats: Arc<MockStats>, seq:
                 Err(_) => return,
             }
         };
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        let n = seq.get() + 1;
-        seq.set(n);
-        if args.latency_ms > 0 {
-            monoio::time::sleep(Duration::from_millis(args.latency_ms)).await;
-        }
-        let fail = args.fail_rate > 0.0 && fastrand::f64() < args.fail_rate;
-        if fail {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        let keep = match (req.fault.as_slice(), fail) {
-            (b"reset", _) => return,
-            (b"500", _) | (_, true) => {
-                error(&mut out, 500, "mock failure");
-                write(&mut s, &mut out).await
-            }
-            (b"429", _) => {
-                error(&mut out, 429, "mock rate limit");
-                write(&mut s, &mut out).await
-            }
-            (b"stall", _) => {
-                write_status_line(&mut out, 200, b"");
-                write_header(&mut out, b"content-type", b"text/event-stream");
-                write_header(&mut out, b"transfer-encoding", b"chunked");
-                out.extend_from_slice(b"\r\n");
-                let _ = write(&mut s, &mut out).await;
-                monoio::time::sleep(Duration::from_secs(3600)).await;
+        if head.path(&buf) == b"/mock/stats" {
+            let body = w.stats.to_json();
+            write_status_line(&mut out, 200, b"");
+            write_header(&mut out, b"content-type", b"application/json");
+            write_content_length(&mut out, body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body.as_bytes());
+            buf.drain(..body_end);
+            if !write(&mut s, &mut out).await || !head.keep_alive {
                 return;
             }
-            _ => answer(&mut s, &mut out, &req, &args, n).await,
+            continue;
+        }
+        w.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let shape = shape(&w, &head, &buf, &buf[head.head_len..body_end]);
+        let keep_alive = head.keep_alive;
+        buf.drain(..body_end);
+        let Ok((shape, latency)) = shape else {
+            answer::error(&mut out, 400, "bad x-mock-fault", 0);
+            w.stats.count(Outcome::ClientError);
+            if !write(&mut s, &mut out).await || !keep_alive {
+                return;
+            }
+            continue;
         };
-        if !keep || !req.keep_alive {
+        if shape.fault.is_some() {
+            w.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let freeze = w.cfg.hiccup.wait(w.started.elapsed());
+        if !(latency + freeze).is_zero() {
+            monoio::time::sleep(latency + freeze).await;
+        }
+        let (keep, outcome) = match shape.fault {
+            Some(Fault::Reset) => {
+                reset(&s);
+                (false, Outcome::Reset)
+            }
+            Some(Fault::Silence) => {
+                hold(&mut s).await;
+                (false, Outcome::Silence)
+            }
+            Some(f @ Fault::Status(status, retry_after)) => {
+                answer::error(&mut out, status, "mock failure", retry_after);
+                (write(&mut s, &mut out).await, f.outcome())
+            }
+            _ => answer::answer(&mut s, &mut out, &shape).await,
+        };
+        w.stats.count(outcome);
+        if !keep || !keep_alive {
             return;
         }
     }
 }
 
-fn request(head: &crate::http::head::RequestHead, buf: &[u8], body: &[u8]) -> Req {
+/// A numeric `x-mock-*` header.
+fn header_num(head: &RequestHead, buf: &[u8], name: &str) -> Option<u64> {
+    std::str::from_utf8(head.header(buf, name)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How to answer this request (defaults, the fault drawn or asked for, `x-mock-*` overrides) and
+/// how long to wait first.
+fn shape(
+    w: &Worker,
+    head: &RequestHead,
+    buf: &[u8],
+    body: &[u8],
+) -> Result<(Shape, Duration), String> {
     let p = peek::peek(body, 64).unwrap_or_default();
-    Req {
+    let fault = match head.header(buf, "x-mock-fault") {
+        Some(v) => Some(Fault::parse(&String::from_utf8_lossy(v))?),
+        None => w.cfg.faults.draw(&mut w.rng.borrow_mut()),
+    };
+    let seq = w.seq.get() + 1;
+    w.seq.set(seq);
+    let ms = |name: &str, default: Duration| {
+        header_num(head, buf, name).map_or(default, Duration::from_millis)
+    };
+    let size =
+        |name: &str, default: usize| header_num(head, buf, name).map_or(default, |v| v as usize);
+    let latency = match header_num(head, buf, "x-mock-latency-ms") {
+        Some(v) => Duration::from_millis(v),
+        None => w.cfg.latency.sample(&mut w.rng.borrow_mut()),
+    };
+    let shape = Shape {
         path: head.path(buf).to_vec(),
-        fault: head
-            .header(buf, "x-mock-fault")
-            .unwrap_or_default()
-            .to_vec(),
         stream: p.stream,
         model: p
             .model
             .map(|m| m.value)
             .unwrap_or_else(|| "mock-model".into()),
-        keep_alive: head.keep_alive,
-    }
-}
-
-async fn answer(s: &mut TcpStream, out: &mut Vec<u8>, req: &Req, args: &MockArgs, n: u64) -> bool {
-    let body = match req.path.as_slice() {
-        b"/v1/chat/completions" | b"/v1/completions" if req.stream => {
-            return stream(s, out, req, args, n).await;
-        }
-        b"/v1/chat/completions" => format!(
-            r#"{{"id":"chatcmpl-{n}","object":"chat.completion","created":1700000000,"model":"{}","choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from {}."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}}}"#,
-            req.model, args.name
-        ),
-        b"/v1/completions" => format!(
-            r#"{{"id":"cmpl-{n}","object":"text_completion","created":1700000000,"model":"{}","choices":[{{"index":0,"text":"Hello from {}.","finish_reason":"stop"}}],"usage":{{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}}}"#,
-            req.model, args.name
-        ),
-        b"/v1/embeddings" => format!(
-            r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}}],"model":"{}","usage":{{"prompt_tokens":3,"total_tokens":3}}}}"#,
-            req.model
-        ),
-        b"/v1/models" => r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#.to_string(),
-        _ => {
-            error(out, 404, "unknown path");
-            return write(s, out).await;
-        }
+        name: w.cfg.name.clone(),
+        seq,
+        ttft: ms("x-mock-ttft-ms", w.cfg.ttft),
+        tokens: header_num(head, buf, "x-mock-tokens")
+            .map_or(w.cfg.tokens, |v| v.clamp(1, 1_000_000) as u32),
+        token_delay: ms("x-mock-token-delay-ms", w.cfg.token_delay),
+        token_bytes: size("x-mock-token-bytes", w.cfg.token_bytes).min(1 << 20),
+        response_bytes: size("x-mock-response-bytes", w.cfg.response_bytes).min(16 << 20),
+        fault,
     };
-    write_status_line(out, 200, b"");
-    write_header(out, b"content-type", b"application/json");
-    write_content_length(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-    write(s, out).await
-}
-
-async fn stream(s: &mut TcpStream, out: &mut Vec<u8>, req: &Req, args: &MockArgs, n: u64) -> bool {
-    write_status_line(out, 200, b"");
-    write_header(out, b"content-type", b"text/event-stream");
-    write_header(out, b"transfer-encoding", b"chunked");
-    out.extend_from_slice(b"\r\n");
-    let events = args.stream_events.max(1);
-    for i in 0..events {
-        if req.fault == b"cut" && i == 2 {
-            let _ = write(s, out).await;
-            return false;
-        }
-        let ev = format!(
-            "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"chat.completion.chunk\",\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n",
-            req.model
-        );
-        write_chunk(out, ev.as_bytes());
-        if !write(s, out).await {
-            return false;
-        }
-        if args.event_delay_ms > 0 {
-            monoio::time::sleep(Duration::from_millis(args.event_delay_ms)).await;
-        }
-    }
-    let usage = format!(
-        "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"chat.completion.chunk\",\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":{events},\"total_tokens\":{}}}}}\n\n",
-        req.model,
-        9 + events
-    );
-    write_chunk(out, usage.as_bytes());
-    if req.fault != b"no-done" {
-        write_chunk(out, b"data: [DONE]\n\n");
-    }
-    out.extend_from_slice(LAST_CHUNK);
-    write(s, out).await
-}
-
-fn error(out: &mut Vec<u8>, status: u16, message: &str) {
-    let body =
-        format!(r#"{{"error":{{"message":"{message}","type":"mock_error","code":{status}}}}}"#);
-    write_status_line(out, status, b"");
-    write_header(out, b"content-type", b"application/json");
-    if status == 429 {
-        write_header(out, b"retry-after", b"1");
-    }
-    write_content_length(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-}
-
-async fn read(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    let b = std::mem::take(buf);
-    let len = b.len();
-    let (res, slice) = s.read(b.slice_mut(len..)).await;
-    *buf = slice.into_inner();
-    matches!(res, Ok(n) if n > 0)
-}
-
-async fn write(s: &mut TcpStream, out: &mut Vec<u8>) -> bool {
-    let data = std::mem::take(out);
-    let (res, mut data) = s.write_all(data).await;
-    data.clear();
-    *out = data;
-    res.is_ok()
+    Ok((shape, latency))
 }

@@ -13,6 +13,8 @@ mod errors;
 mod failover;
 /// Health snapshot, circuit breaking over time, admin views.
 mod health;
+/// `berry loadtest` honesty: agrees with wrk, sees stalls open-loop, bounded, loopback only.
+mod loadgen;
 /// Forwarding: rewrite, headers, request ids, keep-alive pooling.
 mod proxy;
 /// Strategies and circuit breaking, end to end, counting what each upstream received.
