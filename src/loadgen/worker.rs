@@ -14,7 +14,8 @@ use super::pool::{Grant, Pool};
 use super::scenario::{Arrival, Mode};
 use super::stats::{histogram, record, ErrorKind, Stats};
 
-/// The timer's resolution: the dispatcher aims this much before a request is due (its wake-ups come up to ~2 ms late).
+/// The dispatcher aims this much before a request is due: monoio's timer rounds up to the
+/// millisecond and its wake-ups come up to ~2 ms late.
 const TIMER_EARLY: Duration = Duration::from_millis(2);
 /// Requests waiting for a connection per thread before new ones are failed on the spot.
 const BACKLOG_MAX: usize = 100_000;

@@ -79,10 +79,10 @@ fn wrk_rps(addr: SocketAddr, connections: usize, seconds: u32) -> Option<f64> {
 #[test]
 fn closed_loop_throughput_agrees_with_wrk() {
     let _serial = serial();
-    // A fixed 5 ms upstream makes throughput a property of the loop, not of either tool's CPU
-    // cost on a shared machine (or of a debug build): 32 connections / ~5 ms each.
+    // A fixed 10 ms upstream makes throughput a property of the loop, not of either tool's CPU
+    // cost on a shared machine (or of a debug build): 32 connections / ~10 ms each.
     let addr = mock(MockArgs {
-        latency_ms: 5,
+        latency_ms: 10,
         workers: 1,
         ..MockArgs::default()
     });
