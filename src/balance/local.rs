@@ -187,9 +187,4 @@ impl LocalBalance {
             .map(|m| m.iter().map(|s| s.inflight).collect())
             .collect()
     }
-
-    /// The breaker of one backend (for health views).
-    pub fn breaker(&self, model: usize, backend: usize) -> Option<&Breaker> {
-        self.breakers.get(model)?.get(backend)
-    }
 }

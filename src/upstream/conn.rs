@@ -26,8 +26,6 @@ pub struct UpConn {
     io: Io,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: Vec<u8>,
-    /// Requests served on this connection; 0 means fresh (a failure on it is not "stale").
-    pub uses: u32,
 }
 
 impl UpConn {
@@ -57,7 +55,6 @@ impl UpConn {
             Ok(Ok(io)) => Ok(UpConn {
                 io,
                 buf: Vec::with_capacity(READ_BUF_BYTES),
-                uses: 0,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),

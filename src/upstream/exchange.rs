@@ -91,7 +91,6 @@ pub async fn send(
         let written = now;
         match read_head(&mut conn, wait, limits, now).await {
             Ok(head) => {
-                conn.uses += 1;
                 return Ok((conn, head));
             }
             // A pooled connection the upstream had already closed fails at once. One that dies

@@ -58,8 +58,4 @@ impl Pool {
         }
         closed
     }
-
-    pub fn idle(&self, provider: usize) -> usize {
-        self.providers.get(provider).map_or(0, Vec::len)
-    }
 }
