@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let p = peek(black_box(&body), 128).unwrap_or_default();
                 out.clear();
-                rewrite(&body, &p, "gpt-4o-mini-2024-07-18", true, &mut out);
+                rewrite(&body, &p, "gpt-4o-mini-2024-07-18", true, None, &mut out);
                 black_box(out.len())
             })
         });

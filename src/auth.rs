@@ -11,6 +11,8 @@ use crate::routes::Routes;
 /// The caller of a request. `None` inside means anonymous mode (no users configured).
 pub struct Caller<'a> {
     pub user: Option<&'a User>,
+    /// Index of `user` in `Config.users` (metrics and the access log name users by it).
+    pub index: Option<usize>,
 }
 
 impl Caller<'_> {
@@ -42,7 +44,10 @@ pub fn authenticate<'r>(
     buf: &[u8],
 ) -> Result<Caller<'r>, GatewayError> {
     if routes.anonymous() {
-        return Ok(Caller { user: None });
+        return Ok(Caller {
+            user: None,
+            index: None,
+        });
     }
     let value = head.header(buf, "authorization").ok_or_else(|| {
         unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
@@ -50,7 +55,10 @@ pub fn authenticate<'r>(
     let token = bearer_token(value)
         .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <token>`"))?;
     match routes.user_by_token(token) {
-        Some((_, user)) => Ok(Caller { user: Some(user) }),
+        Some((i, user)) => Ok(Caller {
+            user: Some(user),
+            index: Some(i),
+        }),
         None => Err(unauthorized("the provided API key is invalid or disabled")),
     }
 }

@@ -128,6 +128,7 @@ fn serve(
 ) -> Result<(), String> {
     let path = config_path(path);
     let cfg = load(&path)?;
+    crate::logging::configure(&cfg.observability.log_level);
     let bind = bind
         .or_else(|| cfg.server.bind_address.clone())
         .or_else(|| std::env::var("BIND_ADDRESS").ok())

@@ -19,11 +19,20 @@ use crate::health::report::ShardReport;
 use crate::health::snapshot::Snapshot;
 use crate::routes::{resolve_all, AddressTable, Routes};
 use crate::runtime::Shutdown;
+use crate::telemetry::access::AccessLog;
+use crate::telemetry::exporter::Exporter;
 
 /// How often upstream host names are resolved again.
 const DNS_REFRESH: Duration = Duration::from_secs(30);
 /// Longest wait for a report before checking shutdown and timers.
 const TICK: Duration = Duration::from_millis(20);
+
+/// The control thread's share of observability: the metrics writer, and the access log's
+/// drop counter.
+pub struct Telemetry {
+    pub exporter: Option<Exporter>,
+    pub access: Option<AccessLog>,
+}
 
 /// Everything a shard can be told.
 pub enum ShardMsg {
@@ -38,6 +47,7 @@ pub fn spawn(
     addresses: Arc<AddressTable>,
     shards: Vec<Sender<ShardMsg>>,
     reports: Receiver<ShardReport>,
+    telemetry: Telemetry,
     shutdown: Shutdown,
 ) -> std::io::Result<JoinHandle<()>> {
     let (probe_tx, probes) = crossbeam_channel::unbounded::<ProbeResult>();
@@ -55,16 +65,27 @@ pub fn spawn(
             let settings = &routes.config.settings;
             let mut book = HealthBook::new(routes.config.clone(), shards.len(), Instant::now());
             let mut next_snapshot = Instant::now();
+            let Telemetry {
+                mut exporter,
+                access,
+            } = telemetry;
+            let fold = |book: &mut HealthBook, x: &mut Option<Exporter>, report: &ShardReport| {
+                let now = Instant::now();
+                book.apply(report, now);
+                if let Some(x) = x.as_mut() {
+                    x.apply(report, now);
+                }
+            };
             while !shutdown.is_triggered() {
                 let wait = next_snapshot
                     .saturating_duration_since(Instant::now())
                     .min(TICK);
                 match reports.recv_timeout(wait) {
                     Ok(report) => {
-                        book.apply(&report, Instant::now());
+                        fold(&mut book, &mut exporter, &report);
                         // Drain what else is queued before publishing: one snapshot per burst.
                         while let Ok(more) = reports.try_recv() {
-                            book.apply(&more, Instant::now());
+                            fold(&mut book, &mut exporter, &more);
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -78,6 +99,10 @@ pub fn spawn(
                     next_snapshot = now + settings.snapshot_interval;
                     let snap = Arc::new(book.snapshot(now));
                     broadcast(&shards, || ShardMsg::Snapshot(snap.clone()));
+                    if let Some(x) = exporter.as_mut() {
+                        let access_dropped = access.as_ref().map_or(0, AccessLog::dropped);
+                        x.apply_snapshot(&snap, now, crate::logging::dropped(), access_dropped);
+                    }
                 }
             }
             let _ = prober.join();

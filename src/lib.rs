@@ -21,4 +21,5 @@ pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod telemetry;
 pub mod upstream;

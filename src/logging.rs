@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -16,19 +16,24 @@ const QUEUE_RECORDS_MAX: usize = 16 * 1024;
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static QUEUE: OnceLock<Sender<String>> = OnceLock::new();
 
+static FILTER: RwLock<Option<env_filter::Filter>> = RwLock::new(None);
+
 struct QueueLogger {
-    filter: env_filter::Filter,
     tx: Sender<String>,
 }
 
 impl log::Log for QueueLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
+        let f = FILTER.read().unwrap_or_else(|e| e.into_inner());
+        f.as_ref().is_some_and(|f| f.enabled(metadata))
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !self.filter.matches(record) {
-            return;
+        {
+            let f = FILTER.read().unwrap_or_else(|e| e.into_inner());
+            if !f.as_ref().is_some_and(|f| f.matches(record)) {
+                return;
+            }
         }
         let line = format!(
             "{} {:<5} {}: {}\n",
@@ -51,19 +56,31 @@ pub fn init() {
         return;
     }
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-    let mut builder = env_filter::Builder::new();
-    builder.parse(&spec);
-    let filter = builder.build();
     let (tx, rx) = crossbeam_channel::bounded::<String>(QUEUE_RECORDS_MAX);
     if QUEUE.set(tx.clone()).is_err() {
         return;
     }
-    let level = filter.filter();
-    if log::set_boxed_logger(Box::new(QueueLogger { filter, tx })).is_ok() {
-        log::set_max_level(level);
+    if log::set_boxed_logger(Box::new(QueueLogger { tx })).is_ok() {
+        set_filter(&spec);
         let _ = std::thread::Builder::new()
             .name("berry-log".into())
             .spawn(move || writer(rx));
+    }
+}
+
+/// Replaces the filter (env_logger syntax).
+fn set_filter(spec: &str) {
+    let mut builder = env_filter::Builder::new();
+    builder.parse(spec);
+    let filter = builder.build();
+    log::set_max_level(filter.filter());
+    *FILTER.write().unwrap_or_else(|e| e.into_inner()) = Some(filter);
+}
+
+/// Applies the config's `log_level` unless `RUST_LOG` is set (the environment wins).
+pub fn configure(level: &str) {
+    if std::env::var_os("RUST_LOG").is_none() && QUEUE.get().is_some() {
+        set_filter(level);
     }
 }
 

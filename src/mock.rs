@@ -375,6 +375,7 @@ fn shape(
     let shape = Shape {
         path: head.path(buf).to_vec(),
         stream: p.stream,
+        include_usage: p.stream_options_include_usage,
         model: p
             .model
             .map(|m| m.value)

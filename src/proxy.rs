@@ -6,6 +6,7 @@
 mod attempt;
 pub mod relay;
 mod request;
+pub mod tally;
 mod watch;
 
 pub use request::request_id;
@@ -16,9 +17,9 @@ use std::time::Instant;
 use crate::api::peek::{self, Peek};
 use crate::auth::{self, Caller};
 use crate::balance::filter::Filter;
-use crate::balance::outcome::{classify, TransportError};
+use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::balance::{self, PickRequest};
-use crate::config::Model;
+use crate::config::{Model, StreamUsage};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
@@ -28,7 +29,10 @@ use crate::shard::Shard;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
 use attempt::{retry_after, transport_class, Attempt};
 use request::{build_request, clip, forwarded_headers, prefix_key};
+use tally::{InFlight, Tally};
 use watch::watch_client;
+
+use crate::telemetry::{FailoverEvent, Route};
 
 /// Nesting accepted in request JSON.
 const JSON_DEPTH_MAX: usize = 128;
@@ -45,6 +49,9 @@ struct Prepared<'r> {
     /// Only this provider may serve the request (forced backend).
     forced_provider: Option<usize>,
     request_id: String,
+    /// The splice that asks a stream for its usage (`stream_usage = "inject"`); when set, the
+    /// relay removes the extra usage chunk the client did not ask for.
+    usage_edit: Option<peek::UsageEdit>,
     client_minor_version: u8,
     keep_alive: bool,
     started: Instant,
@@ -78,12 +85,37 @@ pub async fn handle(
     path: UpstreamPath,
 ) -> bool {
     let started = Instant::now();
+    let tally = Tally::default();
+    let sent_before = c.w.sent;
+    let route = match path {
+        UpstreamPath::ChatCompletions => Route::ChatCompletions,
+        UpstreamPath::Completions => Route::Completions,
+        UpstreamPath::Embeddings => Route::Embeddings,
+    };
+    let in_flight = InFlight::enter(&shard.inflight_by_route[path as usize]);
+    let (keep_alive, request_id) = answer(shard, routes, c, head, path, started, &tally).await;
+    drop(in_flight);
+    tally.finish(shard, route, started, request_id, c.w.sent - sent_before);
+    keep_alive
+}
+
+/// The request from its head to the end of its answer; returns keep-alive and the request id.
+async fn answer(
+    shard: &Rc<Shard>,
+    routes: &Routes,
+    c: &mut Client,
+    head: RequestHead,
+    path: UpstreamPath,
+    started: Instant,
+    tally: &Tally,
+) -> (bool, String) {
     let request_id = request_id(shard, &head, &c.r.buf);
-    let mut prepared = match prepare(routes, c, &head, path, started).await {
+    tally.bytes_in.set(head.head_len as u64);
+    let mut prepared = match prepare(routes, c, &head, path, started, tally).await {
         Ok(p) => p,
         Err(mut refusal) => {
             let Some(err) = refusal.err.take() else {
-                return false;
+                return (false, request_id);
             };
             // A client's own mistake is routine (debug); anything else is worth a warning.
             match err.kind.fault() {
@@ -98,15 +130,19 @@ pub async fn handle(
                     && body::skip(&mut c.r, &head, limits).await;
                 c.r.consume(head.head_len);
             }
+            tally.status.set(err.status());
+            tally.error.set(Some(err.kind));
             respond::error(&mut c.w.out, &err, Some(&request_id), refusal.keep_alive);
-            return c.w.flush().await.is_ok() && refusal.keep_alive;
+            let keep = c.w.flush().await.is_ok() && refusal.keep_alive;
+            return (keep, request_id);
         }
     };
     prepared.request_id = request_id;
     // Boxed once here, the request's ~3 KiB future is never copied again while it is raced
-    // against the client watch (measured: memmove was the largest user-space cost).
-    let forward = Box::pin(forward(shard, routes, &mut c.w, &prepared));
-    watch_client(&mut c.r, forward).await.unwrap_or(false)
+    // against the client watch (measured: memmem was the largest user-space cost).
+    let forward = Box::pin(forward(shard, routes, &mut c.w, &prepared, tally));
+    let keep = watch_client(&mut c.r, forward).await.unwrap_or(false);
+    (keep, std::mem::take(&mut prepared.request_id))
 }
 
 /// Every check that needs no upstream, cheapest first; nothing is spent on a request that
@@ -117,9 +153,11 @@ async fn prepare<'r>(
     head: &RequestHead,
     path: UpstreamPath,
     started: Instant,
+    tally: &Tally,
 ) -> Result<Prepared<'r>, Refusal> {
     let limits = &routes.config.server;
     let caller = auth::authenticate(routes, head, &c.r.buf)?;
+    tally.user.set(caller.index);
     // A missing Content-Type is accepted (curl sends none with -d @file); a wrong one is not.
     if head.header(&c.r.buf, "content-type").is_some() && !head.content_type_is_json(&c.r.buf) {
         let msg = "Content-Type must be application/json";
@@ -164,6 +202,7 @@ async fn prepare<'r>(
         .header(&c.r.buf, "x-berry-backend")
         .map(|v| String::from_utf8_lossy(v).into_owned());
     c.r.consume(head.head_len + raw);
+    tally.bytes_in.set((head.head_len + raw) as u64);
 
     // The request is fully read from here on: refusals keep the connection.
     let refuse = |err: GatewayError| Refusal {
@@ -173,6 +212,7 @@ async fn prepare<'r>(
     };
     let peek = peek::peek(&body, JSON_DEPTH_MAX)
         .map_err(|e| refuse(GatewayError::new(ErrorKind::InvalidJson, e.to_string())))?;
+    tally.stream.set(peek.stream);
     let name = match &peek.model {
         Some(f) => f.value.as_str(),
         None => {
@@ -192,6 +232,7 @@ async fn prepare<'r>(
                 format!("the model `{}` does not exist", clip(name)),
             ))
         })?;
+    tally.model.set(Some(model));
     if !caller.may_use(model) {
         return Err(refuse(GatewayError::new(
             ErrorKind::Forbidden,
@@ -213,7 +254,16 @@ async fn prepare<'r>(
         }
         Some(id) => Some(forced_provider(config, &config.models[model], &id).map_err(refuse)?),
     };
+    let inject = config.observability.stream_usage == StreamUsage::Inject
+        && peek.stream
+        && path != UpstreamPath::Embeddings;
+    let usage_edit = if inject {
+        peek::usage_edit(&body, &peek)
+    } else {
+        None
+    };
     Ok(Prepared {
+        usage_edit,
         caller,
         model,
         path,
@@ -229,7 +279,13 @@ async fn prepare<'r>(
 }
 
 /// Tries backends until one answers or the attempts run out, then relays the answer.
-async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepared<'_>) -> bool {
+async fn forward(
+    shard: &Shard,
+    routes: &Routes,
+    w: &mut ClientWriter,
+    p: &Prepared<'_>,
+    tally: &Tally,
+) -> bool {
     let config = &routes.config;
     let settings = &config.settings;
     let model = &config.models[p.model];
@@ -245,6 +301,8 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
     let keep_alive = p.keep_alive && !shard.draining.get();
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last: Option<GatewayError> = None;
+    // The backend that failed last and how, reported as a failover if another is tried.
+    let mut failed: Option<(usize, OutcomeClass)> = None;
     let mut req = Vec::with_capacity(1024 + p.body.len());
     let mut scratch = Vec::with_capacity(64 + p.body.len());
     while tried.len() < attempts_max {
@@ -291,6 +349,15 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             ));
             break;
         }
+        if let Some((backend, class)) = failed.take() {
+            shard.recorder.borrow_mut().failover(FailoverEvent {
+                model: p.model as u32,
+                backend: backend as u32,
+                class,
+            });
+        }
+        tally.backend.set(Some(choice.backend));
+        tally.attempts.set(tally.attempts.get().saturating_add(1));
         let mut attempt = Attempt {
             shard,
             model: p.model,
@@ -320,6 +387,8 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
         let (conn, head) = match sent {
             Ok(x) => x,
             Err(e) => {
+                let failed_at = Instant::now();
+                tally.wait(failed_at.saturating_duration_since(now));
                 log::warn!(
                     "request {}: backend {}/{} failed: {}",
                     p.request_id,
@@ -327,17 +396,21 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     backend.model,
                     e.message
                 );
-                attempt.finish(config, transport_class(&e), Instant::now(), None);
+                let class = transport_class(&e);
+                attempt.finish(config, class, failed_at, None);
                 // The error itself says whether another backend may be tried.
                 let retry = e.retryable;
                 last = Some(e);
                 if retry {
+                    failed = Some((choice.backend, class));
                     continue;
                 }
                 break;
             }
         };
         let head_at = Instant::now();
+        tally.wait(head_at.saturating_duration_since(now));
+        tally.upstream_status.set(head.status);
         let status_class = classify(Some(head.status), None);
         let retry_after = (head.status == 429)
             .then(|| retry_after(&head, &conn.buf))
@@ -362,6 +435,7 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                 head.status
             );
             attempt.finish(config, status_class, head_at, retry_after);
+            failed = Some((choice.backend, status_class));
             continue;
         }
         let ctx = relay::RelayCtx {
@@ -375,9 +449,15 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
             idle_timeout: settings.stream_idle_timeout,
             deadline,
             degraded: choice.degraded,
+            started: p.started,
+            head_at,
+            strip_usage: p.usage_edit.is_some(),
+            scan_usage: (200..300).contains(&head.status),
+            tally,
         };
         match relay::relay(shard, w, conn, head, &ctx).await {
             Ok(done) if done.upstream_broke => {
+                tally.error.set(Some(ErrorKind::UpstreamFailed));
                 // Broken mid-stream: a failure of the backend, timed by when its head arrived.
                 attempt.finish_with_latency(
                     config,
@@ -401,22 +481,20 @@ async fn forward(shard: &Shard, routes: &Routes, w: &mut ClientWriter, p: &Prepa
                     backend.model,
                     e.message
                 );
-                attempt.finish_with_latency(
-                    config,
-                    transport_class(&e),
-                    head_at,
-                    Instant::now(),
-                    None,
-                );
+                let class = transport_class(&e);
+                attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
                 let retry = e.retryable;
                 last = Some(e);
                 if !retry {
                     break;
                 }
+                failed = Some((choice.backend, class));
             }
         }
     }
     let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
+    tally.status.set(err.status());
+    tally.error.set(Some(err.kind));
     respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
     w.flush().await.is_ok() && keep_alive
 }

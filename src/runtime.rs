@@ -14,6 +14,8 @@ use crate::config::DriverChoice;
 use crate::control::{self, ShardMsg};
 use crate::routes::{AddressTable, Routes};
 use crate::shard;
+use crate::telemetry::access;
+use crate::telemetry::exporter::Exporter;
 
 /// Entries of each shard's io_uring submission queue.
 const URING_ENTRIES: u32 = 1024;
@@ -148,6 +150,18 @@ pub fn start(
     } else {
         Vec::new()
     };
+    let config = routes.config.clone();
+    let telemetry = control::Telemetry {
+        exporter: config
+            .observability
+            .metrics
+            .then(|| Exporter::new(config.clone(), listeners.len())),
+        access: access::start(config.clone())?,
+    };
+    let shard_telemetry = shard::ShardTelemetry {
+        metrics: telemetry.exporter.as_ref().map(Exporter::handle),
+        access: telemetry.access.clone(),
+    };
     let (driver_tx, driver_rx) = mpsc::channel::<io::Result<DriverKind>>();
     let mut inboxes = Vec::with_capacity(listeners.len());
     // Bounded: a stalled control thread makes shards keep (and count) their events instead of
@@ -162,12 +176,13 @@ pub fn start(
         } else {
             Some(cores[i % cores.len()])
         };
-        let (routes, addresses, shutdown, driver_tx, reports) = (
+        let (routes, addresses, shutdown, driver_tx, reports, telemetry) = (
             routes.clone(),
             addresses.clone(),
             shutdown.clone(),
             driver_tx.clone(),
             report_tx.clone(),
+            shard_telemetry.clone(),
         );
         let driver = opts.driver;
         let h = std::thread::Builder::new()
@@ -183,6 +198,7 @@ pub fn start(
                     inbox: rx,
                     reports,
                     shutdown,
+                    telemetry,
                 };
                 run_on_driver(driver, &driver_tx, move || shard::run(ctx, listener));
             })?;
@@ -204,7 +220,17 @@ pub fn start(
         }
     }
     drop(report_tx);
-    let control = control::spawn(routes, addresses, inboxes, report_rx, shutdown.clone())?;
+    if let (Some(x), Some(d)) = (telemetry.exporter.as_ref(), drivers.first()) {
+        x.set_build_info(d.name());
+    }
+    let control = control::spawn(
+        routes,
+        addresses,
+        inboxes,
+        report_rx,
+        telemetry,
+        shutdown.clone(),
+    )?;
     Ok(Server {
         shards,
         control: Some(control),

@@ -15,10 +15,11 @@ use monoio::net::TcpListener;
 
 use crate::balance::local::LocalBalance;
 use crate::control::ShardMsg;
-use crate::health::report::{Recorder, ShardReport};
+use crate::health::report::{Recorder, ShardGauges, ShardReport};
 use crate::health::snapshot::Snapshot;
 use crate::routes::{AddressTable, Routes};
 use crate::runtime::Shutdown;
+use crate::telemetry::access::AccessLog;
 use crate::upstream::pool::Pool;
 
 /// How often a shard polls its inbox and the shutdown flag.
@@ -33,6 +34,15 @@ pub struct ShardInit {
     pub inbox: Receiver<ShardMsg>,
     pub reports: Sender<ShardReport>,
     pub shutdown: Shutdown,
+    pub telemetry: ShardTelemetry,
+}
+
+/// The shard's ends of the observability pipes.
+#[derive(Clone, Default)]
+pub struct ShardTelemetry {
+    /// Renders `/metrics` (the control thread writes it); `None` when metrics are off.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub access: Option<AccessLog>,
 }
 
 pub struct Shard {
@@ -57,6 +67,11 @@ pub struct Shard {
     /// Client connections with a request in progress (what draining waits for).
     pub conns_busy: Cell<usize>,
     pub draining: Cell<bool>,
+    /// Open upstream connections per provider (pooled or in use).
+    pub upstream_open: Rc<[Cell<u32>]>,
+    /// Proxied requests in progress per route (chat, completions, embeddings).
+    pub inflight_by_route: [Cell<u32>; 3],
+    pub telemetry: ShardTelemetry,
 }
 
 impl Shard {
@@ -109,6 +124,11 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         conns_open: Cell::new(0),
         conns_busy: Cell::new(0),
         draining: Cell::new(false),
+        upstream_open: (0..init.routes.config.providers.len())
+            .map(|_| Cell::new(0))
+            .collect(),
+        inflight_by_route: Default::default(),
+        telemetry: init.telemetry.clone(),
     });
     let accept_stop = Rc::new(RefCell::new(Some(Canceller::new())));
     monoio::spawn(ticker(
@@ -139,6 +159,7 @@ async fn accept_loop(
         };
         match listener.cancelable_accept(handle).await {
             Ok((stream, _peer)) => {
+                shard.recorder.borrow_mut().deltas.accepted += 1;
                 monoio::spawn(Guarded(crate::server::conn::serve(shard.clone(), stream)));
             }
             Err(e) => {
@@ -188,32 +209,29 @@ async fn reporter(shard: Rc<Shard>, reports: Sender<ShardReport>, interval: Dura
     loop {
         monoio::time::sleep(interval).await;
         let report = {
-            let mut rec = shard.recorder.borrow_mut();
-            let keep = rec.events.len();
-            let events = std::mem::replace(&mut rec.events, Vec::with_capacity(keep));
-            ShardReport {
-                shard: shard.id,
-                events,
-                inflight: shard.balance.borrow().inflight(),
-                dropped_events: std::mem::take(&mut rec.dropped_events),
-                dropped_reports: std::mem::take(&mut rec.dropped_reports),
-            }
+            let gauges = gauges(&shard);
+            let inflight = shard.balance.borrow().inflight();
+            shard.recorder.borrow_mut().take(shard.id, inflight, gauges)
         };
-        if let Err(TrySendError::Full(mut back) | TrySendError::Disconnected(mut back)) =
+        if let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
             reports.try_send(report)
         {
-            let mut rec = shard.recorder.borrow_mut();
-            rec.dropped_reports += back.dropped_reports + 1;
-            rec.dropped_events += back.dropped_events;
-            // Keep the unsent events ahead of the newer ones, within the bound.
-            back.events.append(&mut rec.events);
-            let max = crate::health::report::REPORT_EVENTS_MAX;
-            if back.events.len() > max {
-                rec.dropped_events += (back.events.len() - max) as u64;
-                back.events.truncate(max);
-            }
-            rec.events = back.events;
+            shard.recorder.borrow_mut().restore(back);
         }
+    }
+}
+
+/// The shard's levels for its report.
+fn gauges(shard: &Shard) -> ShardGauges {
+    let pool = shard.pool.borrow();
+    ShardGauges {
+        conns_open: shard.conns_open.get() as u32,
+        pool_idle: (0..shard.upstream_open.len())
+            .map(|p| pool.idle(p) as u32)
+            .collect(),
+        pool_open: shard.upstream_open.iter().map(Cell::get).collect(),
+        inflight_by_route: [0, 1, 2].map(|i| shard.inflight_by_route[i].get()),
+        snapshot_taken: shard.snapshot.borrow().taken,
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Endpoint {
     ShortHealth,
     /// `/admin/*` and `/smart-ai/*` views (loopback clients only).
     Admin,
+    /// Prometheus exposition.
+    Metrics,
 }
 
 /// Maps method and path (query ignored) to an endpoint, or a 404/405.
@@ -39,6 +41,7 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
         b"/v1/models" | b"/models" => (Endpoint::Models, false),
         b"/health" => (Endpoint::Health, false),
         b"/v1/health" => (Endpoint::ShortHealth, false),
+        b"/metrics" => (Endpoint::Metrics, false),
         _ if admin::parse(path).is_some() => (Endpoint::Admin, false),
         _ => {
             let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
@@ -85,7 +88,7 @@ pub fn local(
             Some(view) => admin::render(routes, ctx.snapshot, view),
             None => Err(GatewayError::new(ErrorKind::NotFound, "unknown admin view")),
         },
-        Endpoint::Proxy(_) => Err(GatewayError::new(
+        Endpoint::Proxy(_) | Endpoint::Metrics => Err(GatewayError::new(
             ErrorKind::NotFound,
             "not a local endpoint",
         )),

@@ -39,6 +39,9 @@ pub struct Peek {
     pub backend: Option<Field>,
     /// Top-level `"stream_options": {"include_usage": true}`.
     pub stream_options_include_usage: bool,
+    /// Offset of the top-level `stream_options` value, and of its `include_usage` value.
+    pub stream_options_at: Option<usize>,
+    pub include_usage_at: Option<usize>,
     /// Offset of the first top-level `messages`, `prompt` or `input` value: where the prompt
     /// starts, for prefix-affinity routing.
     pub prompt_start: Option<usize>,
@@ -172,29 +175,108 @@ pub fn peek(body: &[u8], depth_max: usize) -> Result<Peek, PeekError> {
 ///
 /// # Panics
 /// If `peek` was not produced by [`peek`] from this very `body` (its ranges would be out of bounds).
-pub fn rewrite(body: &[u8], peek: &Peek, new_model: &str, drop_backend: bool, out: &mut Vec<u8>) {
+pub fn rewrite(
+    body: &[u8],
+    peek: &Peek,
+    new_model: &str,
+    drop_backend: bool,
+    usage: Option<UsageEdit>,
+    out: &mut Vec<u8>,
+) {
     let model = peek.model.as_ref().map(|f| f.value_range.clone());
     let cut = peek
         .backend
         .as_ref()
         .filter(|_| drop_backend)
         .map(|f| f.member_range.clone());
-    let removed = model.as_ref().map_or(0, Range::len) + cut.as_ref().map_or(0, Range::len);
-    let added = model.as_ref().map_or(0, |_| escaped_len(new_model));
+    let removed = model.as_ref().map_or(0, Range::len)
+        + cut.as_ref().map_or(0, Range::len)
+        + usage.as_ref().map_or(0, |u| u.range.len());
+    let added = model.as_ref().map_or(0, |_| escaped_len(new_model))
+        + usage.as_ref().map_or(0, |u| u.text.len());
     out.reserve(body.len().saturating_sub(removed) + added);
     // The ranges are disjoint by construction (a member range runs from its key or the previous
-    // value's end to the next key or its own value's end), so splicing them in order is enough.
-    let mut edits = [model.map(|r| (r, true)), cut.map(|r| (r, false))];
-    edits.sort_unstable_by_key(|e| e.as_ref().map(|(r, _)| r.start));
+    // value's end to the next key or its own value's end; the usage edit sits right after an
+    // opening brace or on an `include_usage`/`stream_options` value), so splicing them in order
+    // is enough. An empty insertion range sorts before an edit starting at the same offset.
+    let mut edits = [
+        model.map(|r| (r, Edit::Model)),
+        cut.map(|r| (r, Edit::Cut)),
+        usage.map(|u| (u.range, Edit::Text(u.text))),
+    ];
+    edits.sort_unstable_by_key(|e| e.as_ref().map(|(r, _)| (r.start, r.end)));
     let mut at = 0;
-    for (range, is_model) in edits.into_iter().flatten() {
+    for (range, edit) in edits.into_iter().flatten() {
         out.extend_from_slice(&body[at..range.start]);
-        if is_model {
-            write_json_string(out, new_model);
+        match edit {
+            Edit::Model => write_json_string(out, new_model),
+            Edit::Cut => {}
+            Edit::Text(t) => out.extend_from_slice(t),
         }
         at = range.end;
     }
     out.extend_from_slice(&body[at..]);
+}
+
+enum Edit {
+    Model,
+    Cut,
+    Text(&'static [u8]),
+}
+
+/// A splice that makes a streamed request ask for its token usage
+/// (`stream_options.include_usage = true`), keeping every other option the client set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageEdit {
+    pub range: Range<usize>,
+    pub text: &'static [u8],
+}
+
+/// How to turn `include_usage` on in `body`, or `None` when it is already on or the client's
+/// `stream_options` is of a type Berry will not touch (the upstream rejects it anyway).
+pub fn usage_edit(body: &[u8], peek: &Peek) -> Option<UsageEdit> {
+    if peek.stream_options_include_usage {
+        return None;
+    }
+    let word_at = |at: usize, w: &[u8]| body[at..].starts_with(w).then(|| at..at + w.len());
+    if let Some(at) = peek.include_usage_at {
+        // Present but false or null: replace the value.
+        let range = word_at(at, b"false").or_else(|| word_at(at, b"null"))?;
+        return Some(UsageEdit {
+            range,
+            text: b"true",
+        });
+    }
+    match peek.stream_options_at {
+        None => {
+            // No `stream_options`: add one as the first member (the object has a `model`, so a
+            // comma always follows).
+            let open = memchr(b'{', body)? + 1;
+            Some(UsageEdit {
+                range: open..open,
+                text: b"\"stream_options\":{\"include_usage\":true},",
+            })
+        }
+        Some(at) if body[at] == b'{' => {
+            let mut next = at + 1;
+            while matches!(body.get(next), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+                next += 1;
+            }
+            let text: &'static [u8] = if body.get(next) == Some(&b'}') {
+                b"\"include_usage\":true"
+            } else {
+                b"\"include_usage\":true,"
+            };
+            Some(UsageEdit {
+                range: at + 1..at + 1,
+                text,
+            })
+        }
+        Some(at) => word_at(at, b"null").map(|range| UsageEdit {
+            range,
+            text: b"{\"include_usage\":true}",
+        }),
+    }
 }
 
 /// Appends `s` as a JSON string literal (with quotes), escaping `"`, `\` and control characters.
@@ -405,13 +487,18 @@ impl Scanner<'_> {
             Slot::Stream => Some("a boolean"),
             Slot::IncludeUsage => {
                 self.out.stream_options_include_usage = self.b[self.pos..].starts_with(b"true");
+                self.out.include_usage_at = Some(self.pos);
+                None
+            }
+            Slot::Options => {
+                self.out.stream_options_at = Some(self.pos);
                 None
             }
             Slot::Prompt => {
                 self.out.prompt_start.get_or_insert(self.pos);
                 None
             }
-            Slot::Options | Slot::None => None,
+            Slot::None => None,
         };
         if let Some(expected) = wrong {
             let field = SLOT_NAMES[slot as usize];

@@ -294,7 +294,16 @@ static USER: Node = Node::Table(&[
     },
 ]);
 
-pub(super) static ROOT: [Entry; 5] = [
+static OBSERVABILITY: [Entry; 6] = [
+    leaf("metrics"),
+    leaf("metrics_admin_only"),
+    leaf("access_log"),
+    leaf("access_log_format"),
+    leaf("log_level"),
+    leaf("stream_usage"),
+];
+
+pub(super) static ROOT: [Entry; 6] = [
     Entry {
         name: "server",
         kind: Kind::Known(Node::Table(&SERVER)),
@@ -314,6 +323,10 @@ pub(super) static ROOT: [Entry; 5] = [
     Entry {
         name: "users",
         kind: Kind::Known(Node::MapOf(&USER)),
+    },
+    Entry {
+        name: "observability",
+        kind: Kind::Known(Node::Table(&OBSERVABILITY)),
     },
 ];
 

@@ -6,6 +6,7 @@
 mod env;
 mod keys;
 mod models;
+mod observability;
 mod providers;
 mod raw;
 mod url;
@@ -22,6 +23,8 @@ mod tests_rules;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use observability::{Observability, StreamUsage};
 
 /// Reads and validates the config file at `path`; secrets are resolved from the process
 /// environment.
@@ -231,6 +234,7 @@ impl fmt::Display for Secret {
 pub struct Config {
     pub server: ServerSettings,
     pub settings: Settings,
+    pub observability: Observability,
     /// Sorted by id, so `provider_index` can binary-search.
     pub providers: Vec<Provider>,
     /// Sorted by client-facing name.

@@ -20,6 +20,17 @@ pub(super) struct RawConfig {
     pub providers: Option<Named<RawProvider>>,
     pub models: Option<Named<RawModel>>,
     pub users: Option<Named<RawUser>>,
+    pub observability: Option<S<RawObservability>>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawObservability {
+    pub metrics: Option<bool>,
+    pub metrics_admin_only: Option<bool>,
+    pub access_log: Option<S<String>>,
+    pub access_log_format: Option<S<String>>,
+    pub log_level: Option<S<String>>,
+    pub stream_usage: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -124,9 +124,12 @@ fn build(cx: &mut Ctx<'_, '_>, raw: RawConfig) -> Config {
     let providers = providers::providers(cx, raw.providers);
     let models = models::models(cx, raw.models, &providers);
     let users = users::users(cx, raw.users, &models, server.allow_anonymous);
+    let observability_raw = raw.observability.map(S::into_inner).unwrap_or_default();
+    let observability = super::observability::observability(cx, &observability_raw);
     Config {
         server,
         settings,
+        observability,
         providers,
         models,
         users,

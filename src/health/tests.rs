@@ -52,8 +52,7 @@ fn failures(backend: u32, n: usize) -> ShardReport {
         shard: 0,
         events: vec![e; n],
         inflight: vec![vec![0, 0]],
-        dropped_events: 0,
-        dropped_reports: 0,
+        ..ShardReport::default()
     }
 }
 
@@ -145,8 +144,7 @@ fn client_errors_leave_health_untouched() {
         shard: 0,
         events: vec![e; 50],
         inflight: vec![vec![0, 0]],
-        dropped_events: 0,
-        dropped_reports: 0,
+        ..ShardReport::default()
     };
     book.apply(&report, t0);
     let snap = book.snapshot(t0);
@@ -177,8 +175,7 @@ fn retry_after_cools_the_backend_for_exactly_that_long_across_shards() {
         shard: 0,
         events: vec![e],
         inflight: vec![vec![0, 0]],
-        dropped_events: 0,
-        dropped_reports: 0,
+        ..ShardReport::default()
     };
     book.apply(&report, t0);
     let snap = book.snapshot(t0);
@@ -214,8 +211,7 @@ fn error_rate_over_the_window_opens_the_circuit_without_consecutive_failures() {
         shard: 0,
         events: events[..8].to_vec(),
         inflight: vec![vec![0]],
-        dropped_events: 0,
-        dropped_reports: 0,
+        ..ShardReport::default()
     };
     book.apply(&report, t0);
     assert!(
@@ -226,8 +222,7 @@ fn error_rate_over_the_window_opens_the_circuit_without_consecutive_failures() {
         shard: 0,
         events: events[8..].to_vec(),
         inflight: vec![vec![0]],
-        dropped_events: 0,
-        dropped_reports: 0,
+        ..ShardReport::default()
     };
     book.apply(&report, t0);
     let snap = book.snapshot(t0);

@@ -16,6 +16,9 @@ use crate::http::encode::{
 pub struct Shape {
     pub path: Vec<u8>,
     pub stream: bool,
+    /// The request asked for `stream_options.include_usage`: end the stream with a usage
+    /// chunk, as OpenAI does (and only then).
+    pub include_usage: bool,
     pub model: String,
     pub name: String,
     pub seq: u64,
@@ -131,7 +134,8 @@ async fn json(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, body: &str) -> (
 }
 
 /// A paced SSE stream: head, time to first token, `tokens` content events `token_delay` apart,
-/// then a final event with `finish_reason` and `usage`, then `data: [DONE]`.
+/// then a final event (`finish_reason`, or `usage` when the request asked for it), then
+/// `data: [DONE]`.
 async fn stream(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, chat: bool) -> (bool, Outcome) {
     write_status_line(out, 200, b"");
     write_header(out, b"content-type", b"text/event-stream");
@@ -205,12 +209,20 @@ async fn stream(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, chat: bool) ->
     } else {
         "text_completion"
     };
-    let _ = write!(
-        ev,
-        "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n",
-        sh.model,
-        9 + tokens
-    );
+    if sh.include_usage {
+        let _ = write!(
+            ev,
+            "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n",
+            sh.model,
+            9 + tokens
+        );
+    } else {
+        let _ = write!(
+            ev,
+            "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n",
+            sh.model,
+        );
+    }
     write_chunk(out, ev.as_bytes());
     if sh.fault == Some(Fault::NoDone) {
         outcome = Outcome::NoDone;

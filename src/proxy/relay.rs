@@ -21,6 +21,9 @@ use crate::server::conn::ClientWriter;
 use crate::shard::Shard;
 use crate::upstream::conn::UpConn;
 
+use super::tally::Tally;
+use crate::telemetry::{micros, usage, write_server_timing};
+
 /// Trailer bytes accepted after a chunked upstream body.
 const TRAILER_BYTES_MAX: usize = 16 * 1024;
 
@@ -61,6 +64,15 @@ pub struct RelayCtx<'a> {
     pub deadline: Instant,
     /// The strategy had to choose among unavailable backends; said in `x-berry-degraded`.
     pub degraded: bool,
+    /// When the request's head was read, and when this response's head arrived
+    /// (`server-timing`).
+    pub started: Instant,
+    pub head_at: Instant,
+    /// Remove the usage-only chunk Berry asked for on the client's behalf.
+    pub strip_usage: bool,
+    /// Look for `usage` in the body (2xx answers only).
+    pub scan_usage: bool,
+    pub tally: &'a Tally,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -171,7 +183,11 @@ async fn relay_buffered(
             return Err(e.into_error(true));
         }
     }
-    w.out.extend_from_slice(&conn.buf[start..start + n]);
+    let body = &conn.buf[start..start + n];
+    if ctx.scan_usage {
+        ctx.tally.usage.set(usage::find(body));
+    }
+    w.out.extend_from_slice(body);
     conn.consume(start + n);
     release(shard, ctx.provider, conn, reusable);
     Ok(Relayed::done(w.flush().await.is_ok() && keep_alive))
@@ -204,6 +220,7 @@ async fn relay_events(
     first_at: &mut Option<Instant>,
 ) -> Result<Relayed, GatewayError> {
     let mut pending: Vec<u8> = Vec::new();
+    let mut stripped: Vec<u8> = Vec::new();
     let mut committed = false;
     let mut saw_done = false;
     let mut finished = false;
@@ -251,13 +268,31 @@ async fn relay_events(
             upto = pending.len();
         }
         if upto > 0 || finished {
+            let events = &pending[..upto];
             if plan.done_check && !saw_done {
-                saw_done = contains_done(&pending[..upto]);
+                saw_done = contains_done(events);
             }
-            frame(&mut w.out, plan.framing, &pending[..upto]);
+            if ctx.strip_usage && plan.sse {
+                stripped.clear();
+                if let Some(u) = usage::strip_usage_chunk(events, &mut stripped) {
+                    ctx.tally.usage.set(Some(u));
+                }
+                frame(&mut w.out, plan.framing, &stripped);
+            } else {
+                if ctx.scan_usage && !events.is_empty() {
+                    if let Some(u) = usage::find(events) {
+                        ctx.tally.usage.set(Some(u));
+                    }
+                }
+                frame(&mut w.out, plan.framing, events);
+            }
             pending.drain(..upto);
             committed = true;
-            first_at.get_or_insert_with(Instant::now);
+            if first_at.is_none() {
+                let now = Instant::now();
+                *first_at = Some(now);
+                ctx.tally.first_byte.set(Some(now));
+            }
             if finished {
                 if plan.done_check && !saw_done {
                     return broken(w, Break::NoDone, committed, plan).await;
@@ -327,9 +362,10 @@ impl Break {
 
 /// Reads more upstream bytes within the idle timeout and the request deadline.
 async fn read_some(conn: &mut UpConn, ctx: &RelayCtx<'_>) -> Result<(), Break> {
+    let before = Instant::now();
     let left = ctx
         .deadline
-        .checked_duration_since(Instant::now())
+        .checked_duration_since(before)
         .unwrap_or_default();
     if left.is_zero() {
         return Err(Break::TotalTimeout);
@@ -339,7 +375,9 @@ async fn read_some(conn: &mut UpConn, ctx: &RelayCtx<'_>) -> Result<(), Break> {
     } else {
         (ctx.idle_timeout, Break::Stalled(ctx.idle_timeout))
     };
-    match monoio::time::timeout(wait, conn.read_more()).await {
+    let read = monoio::time::timeout(wait, conn.read_more()).await;
+    ctx.tally.wait(before.elapsed());
+    match read {
         Ok(Ok(0)) => Err(Break::Eof),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(Break::Io(e.kind())),
@@ -411,6 +449,7 @@ fn write_head(
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"x-berry-backend")
+            || name.eq_ignore_ascii_case(b"server-timing")
             || listed.is_some_and(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case(name)))
         {
             continue;
@@ -424,6 +463,17 @@ fn write_head(
     }
     write_header(out, b"x-request-id", ctx.request_id.as_bytes());
     write_header(out, b"x-berry-backend", ctx.backend.as_bytes());
+    // Up to this response's head: Berry's own time and the upstreams' (every attempt's).
+    let upstream = ctx.tally.upstream_wait.get();
+    let total = ctx.head_at.saturating_duration_since(ctx.started);
+    out.extend_from_slice(b"server-timing: ");
+    write_server_timing(
+        out,
+        micros(total.saturating_sub(upstream)),
+        micros(upstream),
+    );
+    out.extend_from_slice(b"\r\n");
+    ctx.tally.status.set(head.status);
     if ctx.degraded {
         write_header(
             out,

@@ -38,7 +38,14 @@ pub(super) fn build_request(
     upstream_model: &str,
 ) {
     scratch.clear();
-    peek::rewrite(&p.body, &p.peek, upstream_model, true, scratch);
+    peek::rewrite(
+        &p.body,
+        &p.peek,
+        upstream_model,
+        true,
+        p.usage_edit.clone(),
+        scratch,
+    );
     req.clear();
     req.extend_from_slice(&route.request_lines[p.path as usize]);
     req.extend_from_slice(&route.fixed_headers);

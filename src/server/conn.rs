@@ -17,6 +17,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{parse_request, HeadError, Method, RequestBody, RequestHead};
 use crate::server::respond;
 use crate::shard::Shard;
+use crate::telemetry::{micros, RequestEvent, Route};
 
 /// Initial capacity of a connection's read and write buffers.
 const CONN_BUF_BYTES: usize = 8 * 1024;
@@ -33,6 +34,8 @@ pub struct ClientWriter {
     pub wr: OwnedWriteHalf<TcpStream>,
     /// Reusable output buffer; `flush` writes and clears it.
     pub out: Vec<u8>,
+    /// Bytes written to the client so far (the access log's `bytes_out`).
+    pub sent: u64,
 }
 
 pub struct Client {
@@ -81,6 +84,7 @@ impl ClientWriter {
     /// Writes all of `out` and clears it.
     pub async fn flush(&mut self) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
+        self.sent += out.len() as u64;
         let (res, mut out) = self.wr.write_all(out).await;
         out.clear();
         self.out = out;
@@ -122,6 +126,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         w: ClientWriter {
             wr,
             out: Vec::with_capacity(CONN_BUF_BYTES),
+            sent: 0,
         },
     };
     if shard.conns_open.get() > limits.connections_per_shard_max {
@@ -237,38 +242,121 @@ async fn dispatch(
             Box::pin(crate::proxy::handle(shard, &routes, c, head, path)).await
         }
         Ok(local) => {
+            let started = Instant::now();
+            let sent_before = c.w.sent;
             let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
-            let snapshot = shard.snapshot.borrow().clone();
-            let ctx = api::LocalCtx {
-                snapshot: &snapshot,
-                loopback,
+            let answer = match local {
+                Endpoint::Metrics => metrics(shard, &routes, loopback),
+                _ => {
+                    let snapshot = shard.snapshot.borrow().clone();
+                    let ctx = api::LocalCtx {
+                        snapshot: &snapshot,
+                        loopback,
+                    };
+                    api::local(&routes, local, &head, &c.r.buf, &ctx)
+                        .map(|(status, body)| (status, &b"application/json"[..], body))
+                }
             };
-            let answer = api::local(&routes, local, &head, &c.r.buf, &ctx);
             // Local endpoints take no body; skip a small one so keep-alive survives.
             let mut keep =
                 reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
             c.r.consume(head.head_len);
-            match answer {
-                Ok((status, body)) => {
-                    respond::json(&mut c.w.out, status, &body, Some(&request_id), keep);
+            let (status, error) = match answer {
+                Ok((status, content_type, body)) => {
+                    let out = &mut c.w.out;
+                    respond::typed(out, status, content_type, &body, Some(&request_id), keep);
                     if head.method == Method::Head {
                         // Same head as GET, content-length included, but no body.
-                        let len = c.w.out.len() - body.len();
-                        c.w.out.truncate(len);
+                        let len = out.len() - body.len();
+                        out.truncate(len);
                     }
+                    (status, None)
                 }
-                Err(err) => respond::error(&mut c.w.out, &err, Some(&request_id), keep),
-            }
+                Err(err) => {
+                    respond::error(&mut c.w.out, &err, Some(&request_id), keep);
+                    (err.status(), Some(err.kind))
+                }
+            };
             keep &= c.w.flush().await.is_ok();
+            let event = RequestEvent {
+                bytes_out: c.w.sent - sent_before,
+                ..local_event(route_of(local), &head, status, error, started)
+            };
+            crate::proxy::tally::record(shard, event, request_id);
             keep
         }
         Err(err) => {
+            let started = Instant::now();
+            let sent_before = c.w.sent;
             let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
             c.r.consume(head.head_len);
             respond::error(&mut c.w.out, &err, None, keep);
-            c.w.flush().await.is_ok() && keep
+            let keep = c.w.flush().await.is_ok() && keep;
+            let event = RequestEvent {
+                bytes_out: c.w.sent - sent_before,
+                ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
+            };
+            crate::proxy::tally::record(shard, event, String::new());
+            keep
         }
     }
+}
+
+fn route_of(endpoint: Endpoint) -> Route {
+    match endpoint {
+        Endpoint::Models => Route::Models,
+        Endpoint::Health | Endpoint::ShortHealth => Route::Health,
+        Endpoint::Admin => Route::Admin,
+        Endpoint::Metrics => Route::Metrics,
+        Endpoint::Proxy(_) => Route::Other,
+    }
+}
+
+/// The event of a request Berry answered itself (the body, if any, is skipped unread).
+fn local_event(
+    route: Route,
+    head: &RequestHead,
+    status: u16,
+    error: Option<ErrorKind>,
+    started: Instant,
+) -> RequestEvent {
+    let duration_us = micros(started.elapsed());
+    RequestEvent {
+        route,
+        get: head.method != Method::Post,
+        status,
+        error,
+        duration_us,
+        ttfb_us: duration_us,
+        bytes_in: head.head_len as u64,
+        ..RequestEvent::default()
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition, rendered from the control thread's
+/// recorder (at most one report interval behind the shards).
+fn metrics(
+    shard: &Shard,
+    routes: &crate::routes::Routes,
+    loopback: bool,
+) -> Result<(u16, &'static [u8], Vec<u8>), GatewayError> {
+    let Some(handle) = &shard.telemetry.metrics else {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            "metrics are off (`observability.metrics = false`)",
+        ));
+    };
+    if routes.config.observability.metrics_admin_only && !loopback {
+        return Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            "metrics are served only to loopback clients (`metrics_admin_only`)",
+        ));
+    }
+    Ok((
+        200,
+        b"text/plain; version=0.0.4; charset=utf-8",
+        handle.render().into_bytes(),
+    ))
 }
 
 /// May the connection carry another request after this one? Not when the client said so, not

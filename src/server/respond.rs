@@ -15,8 +15,27 @@ pub fn json(
     request_id: Option<&str>,
     keep_alive: bool,
 ) {
+    typed(
+        out,
+        status,
+        b"application/json",
+        body,
+        request_id,
+        keep_alive,
+    );
+}
+
+/// Appends a complete response with the given content type to `out`.
+pub fn typed(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    request_id: Option<&str>,
+    keep_alive: bool,
+) {
     write_status_line(out, status, b"");
-    write_header(out, b"content-type", b"application/json");
+    write_header(out, b"content-type", content_type);
     write_common(out, request_id, keep_alive);
     write_content_length(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");

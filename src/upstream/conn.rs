@@ -3,8 +3,10 @@
 //! A connection carries its own read buffer so that bytes read past the end of one response are
 //! never lost and the buffer's capacity is reused across requests while pooled.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,33 @@ pub struct UpConn {
     io: Io,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: Vec<u8>,
+    /// Counts this connection among its shard's open connections to the provider.
+    pub live: Option<Live>,
+}
+
+/// One open connection in a per-provider gauge; leaves it when dropped, so every way a
+/// connection ends (closed, reaped, broken) is counted.
+pub struct Live {
+    gauge: Rc<[Cell<u32>]>,
+    provider: usize,
+}
+
+impl Live {
+    pub fn enter(gauge: &Rc<[Cell<u32>]>, provider: usize) -> Option<Live> {
+        let cell = gauge.get(provider)?;
+        cell.set(cell.get() + 1);
+        Some(Live {
+            gauge: gauge.clone(),
+            provider,
+        })
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let cell = &self.gauge[self.provider];
+        cell.set(cell.get().saturating_sub(1));
+    }
 }
 
 impl UpConn {
@@ -55,6 +84,7 @@ impl UpConn {
             Ok(Ok(io)) => Ok(UpConn {
                 io,
                 buf: Vec::with_capacity(READ_BUF_BYTES),
+                live: None,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),

@@ -11,7 +11,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{parse_response, Method, ResponseHead};
 use crate::routes::ProviderRoute;
 use crate::shard::Shard;
-use crate::upstream::conn::UpConn;
+use crate::telemetry::{micros, ConnectEvent};
+use crate::upstream::conn::{Live, UpConn};
 
 /// How soon after sending a request a closed pooled connection still counts as stale (closed
 /// by the upstream while idle) rather than as a failure while processing.
@@ -65,6 +66,7 @@ pub async fn send(
         *req = buf;
         if let Err(e) = res {
             if reused {
+                shard.recorder.borrow_mut().stale_retry(provider);
                 fresh_only = true;
                 continue;
             }
@@ -97,6 +99,7 @@ pub async fn send(
             // later was closed while working on the request: sending it again could run it
             // twice, so that is an ordinary (recorded) failure instead.
             Err(HeadFailure::ClosedEarly) if reused && written.elapsed() < STALE_WINDOW => {
+                shard.recorder.borrow_mut().stale_retry(provider);
                 fresh_only = true;
                 now = Instant::now();
             }
@@ -134,10 +137,20 @@ async fn connect(
     let tls = route.tls.as_ref().map(|(cfg, name)| (cfg, name));
     let mut last = io::Error::other("no address");
     for addr in addrs {
+        let started = Instant::now();
         // Boxed: the TLS handshake future is large and rare; inline it would be copied
         // around with every request's future.
-        match Box::pin(UpConn::connect(addr, tls, timeout)).await {
-            Ok(c) => return Ok(c),
+        let result = Box::pin(UpConn::connect(addr, tls, timeout)).await;
+        shard.recorder.borrow_mut().connect(ConnectEvent {
+            provider: provider as u32,
+            ok: result.is_ok(),
+            micros: micros(started.elapsed()),
+        });
+        match result {
+            Ok(mut c) => {
+                c.live = Live::enter(&shard.upstream_open, provider);
+                return Ok(c);
+            }
             Err(e) => {
                 // The full reason (e.g. a TLS certificate error) goes to the log only; clients
                 // get the kind, never addresses.

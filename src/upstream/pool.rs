@@ -45,6 +45,11 @@ impl Pool {
         }
     }
 
+    /// Idle connections kept for `provider`.
+    pub fn idle(&self, provider: usize) -> usize {
+        self.providers.get(provider).map_or(0, Vec::len)
+    }
+
     /// Closes connections idle for longer than the timeout; called from a periodic shard task.
     pub fn reap(&mut self, now: Instant) -> usize {
         let mut closed = 0;

@@ -369,7 +369,7 @@ fn rewrite_splices_only_model_and_backend() {
     for (body, model, drop, want) in cases {
         let p = peek(body.as_bytes(), DEPTH).unwrap();
         let mut out = b"prefix:".to_vec();
-        rewrite(body.as_bytes(), &p, model, *drop, &mut out);
+        rewrite(body.as_bytes(), &p, model, *drop, None, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), format!("prefix:{want}"));
     }
 }
@@ -406,7 +406,7 @@ fn rewrite_reserves_exactly_once() {
         ("a-very-long-upstream-model-name", true),
     ] {
         let mut out = Vec::new();
-        rewrite(body, &p, model, drop, &mut out);
+        rewrite(body, &p, model, drop, None, &mut out);
         assert_eq!(
             out.capacity(),
             out.len(),
@@ -810,7 +810,7 @@ fn check(body: &[u8], r: &mut Rng, stats: &mut [usize; 2]) {
     let new_model = r.pick(&["gpt-4o", "a\"b\\c\n\u{1}", "模型", "", "x/y:z"]);
     let drop_backend = r.pct(70);
     let mut out = Vec::new();
-    rewrite(body, &p, new_model, drop_backend, &mut out);
+    rewrite(body, &p, new_model, drop_backend, None, &mut out);
     let mut want = v.clone();
     let obj = want.as_object_mut().unwrap();
     if p.model.is_some() {

@@ -1,0 +1,110 @@
+//! What one request left behind for metrics and the access log, filled in as it goes.
+//!
+//! `Cell`s, because the forward future (raced against the client watch, and dropped if the
+//! client leaves) and the relay fill it through shared references, and `handle` reads it after
+//! either has ended.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::ErrorKind;
+use crate::shard::Shard;
+use crate::telemetry::access::Record;
+use crate::telemetry::{micros, RequestEvent, Route, Usage, NONE};
+
+#[derive(Default)]
+pub struct Tally {
+    pub model: Cell<Option<usize>>,
+    pub backend: Cell<Option<usize>>,
+    pub user: Cell<Option<usize>>,
+    pub attempts: Cell<u8>,
+    pub stream: Cell<bool>,
+    /// Status sent to the client (0: nothing sent).
+    pub status: Cell<u16>,
+    pub upstream_status: Cell<u16>,
+    pub error: Cell<Option<ErrorKind>>,
+    /// Time spent waiting on upstreams so far.
+    pub upstream_wait: Cell<Duration>,
+    /// When the first response byte was handed to the client, if before the end.
+    pub first_byte: Cell<Option<Instant>>,
+    pub usage: Cell<Option<Usage>>,
+    pub bytes_in: Cell<u64>,
+}
+
+impl Tally {
+    pub fn wait(&self, d: Duration) {
+        self.upstream_wait.set(self.upstream_wait.get() + d);
+    }
+
+    /// Records the finished request: one event for the control thread, one access-log line.
+    pub fn finish(
+        &self,
+        shard: &Shard,
+        route: Route,
+        started: Instant,
+        request_id: String,
+        bytes_out: u64,
+    ) {
+        let end = Instant::now();
+        let idx = |c: &Cell<Option<usize>>| c.get().map_or(NONE, |i| i as u32);
+        let status = match self.status.get() {
+            // Nothing was sent: the client left first (nginx's 499).
+            0 => 499,
+            s => s,
+        };
+        let event = RequestEvent {
+            route,
+            get: false,
+            status,
+            upstream_status: self.upstream_status.get(),
+            model: idx(&self.model),
+            backend: idx(&self.backend),
+            user: idx(&self.user),
+            attempts: self.attempts.get(),
+            stream: self.stream.get(),
+            error: self.error.get(),
+            duration_us: micros(end.saturating_duration_since(started)),
+            ttfb_us: micros(
+                self.first_byte
+                    .get()
+                    .unwrap_or(end)
+                    .saturating_duration_since(started),
+            ),
+            upstream_us: micros(self.upstream_wait.get()),
+            bytes_in: self.bytes_in.get(),
+            bytes_out,
+            usage: self.usage.get(),
+        };
+        record(shard, event, request_id);
+    }
+}
+
+/// Hands a finished request to the metrics pipeline and the access log.
+pub fn record(shard: &Shard, event: RequestEvent, request_id: String) {
+    if shard.telemetry.metrics.is_some() {
+        shard.recorder.borrow_mut().request(event);
+    }
+    if let Some(log) = &shard.telemetry.access {
+        log.log(Record {
+            at: SystemTime::now(),
+            request_id,
+            event,
+        });
+    }
+}
+
+/// Counts a proxied request in progress on its route while alive.
+pub struct InFlight<'a>(&'a Cell<u32>);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(c: &'a Cell<u32>) -> InFlight<'a> {
+        c.set(c.get() + 1);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}

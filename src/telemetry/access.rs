@@ -1,0 +1,247 @@
+//! The access log: one line per request, JSON or plain text.
+//!
+//! Shards hand a [`RequestEvent`] and the request id to a bounded queue and move on; a writer
+//! thread formats and writes the lines, batching writes while the queue has more. A full queue
+//! drops the line and counts it (exported as `berry_access_log_dropped_total`), so a slow disk
+//! or a blocked stdout can never stall a shard. Only config ids (user, model, backend) are
+//! written, never a token or a key.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::{write_ms, write_u64, RequestEvent, NONE};
+use crate::api::peek::write_json_string;
+use crate::config::Config;
+
+/// Lines buffered between the shards and the writer thread.
+pub const QUEUE_LINES_MAX: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Off,
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+pub struct Record {
+    pub at: SystemTime,
+    pub request_id: String,
+    pub event: RequestEvent,
+}
+
+/// The shards' end of the access log (cheap to clone: a channel sender and a counter).
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Sender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Queues a line; never blocks.
+    pub fn log(&self, record: Record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(record)
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens the target and starts the writer thread; `None` when the log is off. The thread ends
+/// once every [`AccessLog`] clone is dropped, after writing what was queued.
+pub fn start(config: Arc<Config>) -> io::Result<Option<AccessLog>> {
+    let obs = &config.observability;
+    let out: Box<dyn Write + Send> = match &obs.access_log {
+        Target::Off => return Ok(None),
+        Target::Stdout => Box::new(io::stdout()),
+        Target::Stderr => Box::new(io::stderr()),
+        Target::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open the access log {}: {e}", path.display()),
+                    )
+                })?,
+        ),
+    };
+    let format = obs.access_log_format;
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES_MAX);
+    std::thread::Builder::new()
+        .name("berry-access".into())
+        .spawn(move || writer(rx, out, &config, format))?;
+    Ok(Some(AccessLog {
+        tx,
+        dropped: Arc::new(AtomicU64::new(0)),
+    }))
+}
+
+fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>, config: &Config, format: Format) {
+    let mut out = io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = Vec::with_capacity(512);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(r) = next {
+            line.clear();
+            match format {
+                Format::Json => json_line(&mut line, config, &r),
+                Format::Text => text_line(&mut line, config, &r),
+            }
+            if out.write_all(&line).is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Config ids of the request's user, model and backend (`None` where it never got that far).
+struct Names<'c> {
+    user: Option<&'c str>,
+    model: Option<&'c str>,
+    backend: Option<&'c str>,
+}
+
+fn names<'c>(config: &'c Config, e: &RequestEvent) -> Names<'c> {
+    let get = |i: u32| (i != NONE).then_some(i as usize);
+    let model = get(e.model).and_then(|m| config.models.get(m));
+    Names {
+        user: get(e.user)
+            .and_then(|u| config.users.get(u))
+            .map(|u| u.id.as_str()),
+        model: model.map(|m| m.name.as_str()),
+        backend: model
+            .zip(get(e.backend))
+            .and_then(|(m, b)| m.backends.get(b))
+            .and_then(|b| config.providers.get(b.provider))
+            .map(|p| p.id.as_str()),
+    }
+}
+
+/// One JSON object per line; absent facts are `null`, durations are ms with µs precision.
+pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
+    let e = &r.event;
+    let n = names(config, e);
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(crate::logging::rfc3339(r.at).as_bytes());
+    out.extend_from_slice(b"\",\"request_id\":");
+    write_json_string(out, &r.request_id);
+    for (key, value) in [("user", n.user), ("model", n.model), ("backend", n.backend)] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        match value {
+            Some(v) => write_json_string(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.extend_from_slice(b",\"endpoint\":\"");
+    out.extend_from_slice(e.route.label().as_bytes());
+    out.extend_from_slice(if e.get {
+        b"\",\"method\":\"GET\""
+    } else {
+        b"\",\"method\":\"POST\""
+    });
+    let int = |out: &mut Vec<u8>, key: &str, v: u64| {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_u64(out, v);
+    };
+    int(out, "status", e.status.into());
+    if e.upstream_status != 0 {
+        int(out, "upstream_status", e.upstream_status.into());
+    } else {
+        out.extend_from_slice(b",\"upstream_status\":null");
+    }
+    int(out, "attempts", e.attempts.into());
+    out.extend_from_slice(if e.stream {
+        b",\"stream\":true"
+    } else {
+        b",\"stream\":false"
+    });
+    int(out, "bytes_in", e.bytes_in);
+    int(out, "bytes_out", e.bytes_out);
+    for (key, us) in [
+        ("duration_ms", e.duration_us),
+        ("ttfb_ms", e.ttfb_us),
+        ("upstream_ms", e.upstream_us),
+        ("overhead_ms", e.overhead_us()),
+    ] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_ms(out, us);
+    }
+    match e.usage {
+        Some(u) => {
+            int(out, "prompt_tokens", u.prompt.into());
+            int(out, "completion_tokens", u.completion.into());
+        }
+        None => out.extend_from_slice(b",\"prompt_tokens\":null,\"completion_tokens\":null"),
+    }
+    out.extend_from_slice(b",\"error\":");
+    match e.error {
+        Some(k) => write_json_string(out, k.code()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// `time status METHOD endpoint key=value …`, for people reading a terminal.
+pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
+    use std::io::Write as _;
+    let e = &r.event;
+    let n = names(config, e);
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    let _ = write!(
+        out,
+        "{} {} {} {} id={} user={} model={} backend={} attempts={} stream={} \
+         duration_ms={:.3} ttfb_ms={:.3} upstream_ms={:.3} bytes_in={} bytes_out={}",
+        crate::logging::rfc3339(r.at),
+        e.status,
+        if e.get { "GET" } else { "POST" },
+        e.route.label(),
+        r.request_id,
+        dash(n.user),
+        dash(n.model),
+        dash(n.backend),
+        e.attempts,
+        e.stream,
+        ms(e.duration_us),
+        ms(e.ttfb_us),
+        ms(e.upstream_us),
+        e.bytes_in,
+        e.bytes_out,
+    );
+    if let Some(u) = e.usage {
+        let _ = write!(out, " tokens={}/{}", u.prompt, u.completion);
+    }
+    if let Some(k) = e.error {
+        let _ = write!(out, " error={}", k.code());
+    }
+    out.push(b'\n');
+}

@@ -1,0 +1,248 @@
+//! Token usage from upstream answers: the `usage` object of a JSON body or of a stream's final
+//! chunk, found without parsing the rest of the body.
+//!
+//! Why a byte search is safe: in JSON text a string's own quotes are escaped (`\"usage\"`), so
+//! the bytes `"usage"` followed by `:` can only be a key. Only the top-level integer members
+//! `prompt_tokens` and `completion_tokens` of that object are read; nested details
+//! (`prompt_tokens_details`) are skipped by depth.
+
+use memchr::memmem;
+
+/// Tokens an upstream reported for one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u32,
+    pub completion: u32,
+}
+
+/// The last `usage` object in `bytes` (a JSON body, or one or more SSE events), if any.
+/// `"usage": null` (how streams with `include_usage` mark every chunk but the last) is skipped.
+pub fn find(bytes: &[u8]) -> Option<Usage> {
+    let finder = memmem::Finder::new(b"\"usage\"");
+    let mut found = None;
+    for at in finder.find_iter(bytes) {
+        if let Some(u) = object_at(&bytes[at + 7..]) {
+            found = Some(u);
+        }
+    }
+    found
+}
+
+/// Parses `: { ... }` at the start of `rest` (after the key) into a [`Usage`].
+fn object_at(rest: &[u8]) -> Option<Usage> {
+    let mut i = skip_ws(rest, 0);
+    if rest.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_ws(rest, i + 1);
+    if rest.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut usage = Usage::default();
+    let mut seen = false;
+    let mut depth = 1usize;
+    while i < rest.len() {
+        match rest[i] {
+            b'"' => {
+                let start = i + 1;
+                i = string_end(rest, start)?;
+                let key = &rest[start..i - 1];
+                if depth == 1 {
+                    let j = skip_ws(rest, i);
+                    if rest.get(j) == Some(&b':') {
+                        let v = skip_ws(rest, j + 1);
+                        let slot = match key {
+                            b"prompt_tokens" => Some(&mut usage.prompt),
+                            b"completion_tokens" => Some(&mut usage.completion),
+                            _ => None,
+                        };
+                        if let Some(slot) = slot {
+                            let (n, end) = integer(rest, v)?;
+                            *slot = n;
+                            seen = true;
+                            i = end;
+                        }
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return seen.then_some(usage);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    // The object did not end within `bytes`: a truncated usage is not trusted.
+    None
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// Offset just past the closing quote of a string whose content starts at `i`.
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let q = memchr::memchr2(b'"', b'\\', &b[i..])? + i;
+        if b[q] == b'\\' {
+            i = q + 2;
+        } else {
+            return Some(q + 1);
+        }
+    }
+}
+
+fn integer(b: &[u8], mut i: usize) -> Option<(u32, usize)> {
+    let start = i;
+    let mut n: u64 = 0;
+    while let Some(d @ b'0'..=b'9') = b.get(i) {
+        n = (n * 10 + u64::from(d - b'0')).min(u64::from(u32::MAX));
+        i += 1;
+    }
+    (i > start).then_some((n as u32, i))
+}
+
+/// Copies the SSE events of `events` (complete events only) to `out`, leaving out the chunk a
+/// stream sends only because Berry asked for `include_usage`: the one with `"choices":[]` and a
+/// `usage` object. Returns the usage found in `events`, if any.
+pub fn strip_usage_chunk(events: &[u8], out: &mut Vec<u8>) -> Option<Usage> {
+    let mut found = None;
+    let mut start = 0;
+    while start < events.len() {
+        let end = start + next_event_end(&events[start..]).unwrap_or(events.len() - start);
+        let event = &events[start..end];
+        match find(event) {
+            Some(u) if has_empty_choices(event) => found = Some(u),
+            Some(u) => {
+                found = Some(u);
+                out.extend_from_slice(event);
+            }
+            None => out.extend_from_slice(event),
+        }
+        start = end;
+    }
+    found
+}
+
+fn has_empty_choices(event: &[u8]) -> bool {
+    memmem::find_iter(event, b"\"choices\"").any(|at| {
+        let rest = &event[at + 9..];
+        let i = skip_ws(rest, 0);
+        if rest.get(i) != Some(&b':') {
+            return false;
+        }
+        let i = skip_ws(rest, i + 1);
+        rest.get(i) == Some(&b'[') && rest.get(skip_ws(rest, i + 1)) == Some(&b']')
+    })
+}
+
+/// End (exclusive) of the first complete SSE event in `buf`: just past its blank line.
+fn next_event_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
+        if buf[i] == b'\n' && i > 0 && buf[i - 1] == b'\r' {
+            continue;
+        }
+        let end = if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
+        if i == line_start {
+            return Some(end);
+        }
+        line_start = end;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_usage() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 5}"}}],"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":3,"completion_tokens":77},"completion_tokens":12,"total_tokens":21}}"#;
+        assert_eq!(
+            find(body),
+            Some(Usage {
+                prompt: 9,
+                completion: 12
+            })
+        );
+    }
+
+    #[test]
+    fn embeddings_have_prompt_tokens_only() {
+        let body = br#"{"data":[],"usage": {"prompt_tokens": 3, "total_tokens": 3}}"#;
+        assert_eq!(
+            find(body),
+            Some(Usage {
+                prompt: 3,
+                completion: 0
+            })
+        );
+    }
+
+    #[test]
+    fn null_usage_truncated_usage_and_no_usage() {
+        assert_eq!(find(br#"{"choices":[],"usage":null}"#), None);
+        assert_eq!(find(br#"{"usage":{"prompt_tokens":9,"comp"#), None);
+        assert_eq!(find(br#"{"usage":{}}"#), None);
+        assert_eq!(find(b"no json here"), None);
+    }
+
+    #[test]
+    fn the_last_usage_of_a_stream_wins() {
+        let events = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n\
+            data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":8}}\n\n\
+            data: [DONE]\n\n";
+        assert_eq!(
+            find(events),
+            Some(Usage {
+                prompt: 4,
+                completion: 8
+            })
+        );
+    }
+
+    #[test]
+    fn strips_only_the_usage_only_chunk() {
+        let content =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\r\n\r\n";
+        let usage_only =
+            "data: {\"choices\": [ ],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":8}}\n\n";
+        let done = "data: [DONE]\n\n";
+        let events = format!("{content}{usage_only}{done}");
+        let mut out = Vec::new();
+        let u = strip_usage_chunk(events.as_bytes(), &mut out);
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt: 4,
+                completion: 8
+            })
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{content}{done}"));
+    }
+
+    #[test]
+    fn a_chunk_with_choices_and_usage_is_kept() {
+        // Some servers put usage on the last content chunk; that chunk is content, not extra.
+        let ev = "data: {\"choices\":[{\"delta\":{}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n";
+        let mut out = Vec::new();
+        assert!(strip_usage_chunk(ev.as_bytes(), &mut out).is_some());
+        assert_eq!(out, ev.as_bytes());
+    }
+}
