@@ -73,6 +73,11 @@ model = "mock-embed"
 [users.demo]
 name = "Demo user"
 token = "{DEMO_TOKEN}"
+
+[observability]
+# One readable line per request on stdout; streams are asked for their token usage.
+access_log_format = "text"
+stream_usage = "inject"
 "#
     )
 }
@@ -99,7 +104,9 @@ pub fn run(port: u16) -> Result<(), String> {
          curl -sN {url}/v1/chat/completions -H 'Authorization: Bearer {DEMO_TOKEN}' \\\n  \
            -H 'Content-Type: application/json' -d '{{\"model\":\"demo-chat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\n\
          curl -s {url}/v1/models -H 'Authorization: Bearer {DEMO_TOKEN}'\n\
-         curl -s {url}/health\n\n\
+         curl -s {url}/health\n\
+         curl -s {url}/metrics\n\n\
+         Each request is logged below (the access log).\n\
          Press Ctrl-C to stop.",
         fast.addr, slow.addr, flaky.addr
     );

@@ -239,3 +239,47 @@ fn diagnostic_positions_count_characters() {
     let err = load(&text).expect_err("syntax");
     assert_eq!(err.diagnostics[0].line, Some(8));
 }
+
+#[test]
+fn observability_table() {
+    let c = ok(BASE);
+    assert!(c.observability.metrics);
+    assert_eq!(
+        c.observability.access_log,
+        crate::telemetry::access::Target::Stdout
+    );
+    assert_eq!(c.observability.stream_usage, StreamUsage::Pass);
+    let c = ok(&with_base(
+        "[observability]\nmetrics = false\naccess_log = \"/var/log/berry/access.log\"\n\
+         access_log_format = \"text\"\nlog_level = \"warn,berry::proxy=debug\"\n\
+         stream_usage = \"inject\"\nmetrics_admin_only = true\n",
+    ));
+    let o = &c.observability;
+    assert!(!o.metrics && o.metrics_admin_only);
+    assert_eq!(
+        o.access_log,
+        crate::telemetry::access::Target::File("/var/log/berry/access.log".into())
+    );
+    assert_eq!(o.access_log_format, crate::telemetry::access::Format::Text);
+    assert_eq!(o.log_level, "warn,berry::proxy=debug");
+    assert_eq!(o.stream_usage, StreamUsage::Inject);
+    let n = base_lines();
+    check_err(
+        &with_base(
+            "[observability]\nstream_usage = \"always\"\naccess_log_format = \"xml\"\n\
+             log_level = \"info,berry=shouting\"\nmetric = true\n",
+        ),
+        &[
+            (
+                Some(n + 2),
+                "`observability.stream_usage`: must be one of `pass`, `inject`",
+            ),
+            (
+                Some(n + 3),
+                "`observability.access_log_format`: must be one of `json`, `text`",
+            ),
+            (Some(n + 4), "`observability.log_level`: must be a level"),
+            (Some(n + 5), "`observability.metric`: unknown key"),
+        ],
+    );
+}

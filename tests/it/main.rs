@@ -15,6 +15,8 @@ mod failover;
 mod health;
 /// `berry loadtest` honesty: agrees with wrk, sees stalls open-loop, bounded, loopback only.
 mod loadgen;
+/// Metrics, usage accounting, access log, server-timing; no secret in any output.
+mod observability;
 /// Forwarding: rewrite, headers, request ids, keep-alive pooling.
 mod proxy;
 /// Strategies and circuit breaking, end to end, counting what each upstream received.

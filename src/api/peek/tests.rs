@@ -842,3 +842,57 @@ fn differential_against_serde_json() {
     // Both sides of the comparison must be well exercised for the test to mean anything.
     assert!(stats[0] > 50_000 && stats[1] > 30_000, "{stats:?}");
 }
+
+/// `stream_usage = "inject"`: every shape of `stream_options` ends with `include_usage: true`,
+/// the client's other options and fields intact, and valid JSON.
+#[test]
+fn usage_edit_turns_include_usage_on_and_keeps_the_rest() {
+    let cases: [(&str, Option<Value>); 7] = [
+        (
+            r#"{"model":"m","stream":true}"#,
+            Some(serde_json::json!({"include_usage": true})),
+        ),
+        (
+            r#" { "stream":true, "model":"m" }"#,
+            Some(serde_json::json!({"include_usage": true})),
+        ),
+        (
+            r#"{"model":"m","stream_options":{}}"#,
+            Some(serde_json::json!({"include_usage": true})),
+        ),
+        (
+            r#"{"model":"m","stream_options":{ "continuous_usage_stats":true }}"#,
+            Some(serde_json::json!({"include_usage": true, "continuous_usage_stats": true})),
+        ),
+        (
+            r#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#,
+            Some(serde_json::json!({"include_usage": true, "x": 1})),
+        ),
+        (
+            r#"{"model":"m","stream_options":null,"backend":"b"}"#,
+            Some(serde_json::json!({"include_usage": true})),
+        ),
+        // Already on: nothing to do.
+        (
+            r#"{"model":"m","stream_options":{"include_usage":true}}"#,
+            None,
+        ),
+    ];
+    for (body, want) in cases {
+        let p = peek(body.as_bytes(), 128).unwrap();
+        let edit = usage_edit(body.as_bytes(), &p);
+        assert_eq!(edit.is_some(), want.is_some(), "{body}");
+        let mut out = Vec::new();
+        rewrite(body.as_bytes(), &p, "up", true, edit, &mut out);
+        let v: Value = serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+        assert_eq!(v["model"], "up", "{body}");
+        assert!(v.get("backend").is_none());
+        if let Some(want) = want {
+            assert_eq!(v["stream_options"], want, "{body}");
+        }
+    }
+    // A type Berry will not touch (the upstream rejects it as the client sent it).
+    let body = br#"{"model":"m","stream_options":"yes"}"#;
+    assert_eq!(usage_edit(body, &peek(body, 128).unwrap()), None);
+}
