@@ -3,7 +3,10 @@
 //! Never logs or echoes a token. Lookup is by SHA-256 digest plus a constant-time compare (see
 //! [`Routes::user_by_token`]), so response timing does not reveal how much of a guess matched.
 
-use crate::config::{Config, User};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{Config, Secret, User};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::RequestHead;
 use crate::routes::Routes;
@@ -49,11 +52,9 @@ pub fn authenticate<'r>(
             index: None,
         });
     }
-    let value = head.header(buf, "authorization").ok_or_else(|| {
+    let token = bearer(head, buf)?.ok_or_else(|| {
         unauthorized("missing Authorization header; send `Authorization: Bearer <token>`")
     })?;
-    let token = bearer_token(value)
-        .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <token>`"))?;
     match routes.user_by_token(token) {
         Some((i, user)) => Ok(Caller {
             user: Some(user),
@@ -61,6 +62,25 @@ pub fn authenticate<'r>(
         }),
         None => Err(unauthorized("the provided API key is invalid or disabled")),
     }
+}
+
+/// The bearer token a request carries: `Ok(None)` without an `Authorization` header, `Err`
+/// for a malformed one (any scheme but `Bearer`, or more than one word).
+pub fn bearer<'b>(head: &RequestHead, buf: &'b [u8]) -> Result<Option<&'b [u8]>, GatewayError> {
+    match head.header(buf, "authorization") {
+        None => Ok(None),
+        Some(value) => bearer_token(value).map(Some).ok_or_else(|| {
+            unauthorized("malformed Authorization header; expected `Bearer <token>`")
+        }),
+    }
+}
+
+/// Is `presented` exactly the secret `expected`? Compares SHA-256 digests in constant time, so
+/// the time taken reveals neither how much of a guess matched nor the secret's length.
+pub fn secret_matches(expected: &Secret, presented: &[u8]) -> bool {
+    let want: [u8; 32] = Sha256::digest(expected.expose().as_bytes()).into();
+    let got: [u8; 32] = Sha256::digest(presented).into();
+    want.ct_eq(&got).into()
 }
 
 /// The token of a `Bearer` credential; the scheme is case-insensitive (RFC 7235).
@@ -87,7 +107,18 @@ pub fn visible_models<'c>(
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::{bearer_token, secret_matches};
+    use crate::config::Secret;
+
+    #[test]
+    fn secrets_match_exactly() {
+        let s = Secret::new("admin-0123456789abcdef");
+        assert!(secret_matches(&s, b"admin-0123456789abcdef"));
+        assert!(!secret_matches(&s, b"admin-0123456789abcdeF"));
+        assert!(!secret_matches(&s, b"admin-0123456789abcde"));
+        assert!(!secret_matches(&s, b"admin-0123456789abcdef0"));
+        assert!(!secret_matches(&s, b""));
+    }
 
     #[test]
     fn bearer_parsing() {

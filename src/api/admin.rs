@@ -1,6 +1,7 @@
 //! Admin and SmartAI views in Berry API's shapes, with real values: the numbers the selector
-//! uses, read from the health snapshot. Served only to loopback clients until admin
-//! authentication exists. No base URLs, keys or tokens appear here.
+//! uses, read from the health snapshot. Who may read them is `super::admin_access`'s decision
+//! (loopback clients, or the bearer of `server.admin_token`). No base URLs, keys or tokens
+//! appear here.
 
 use std::time::Instant;
 

@@ -22,7 +22,7 @@ pub enum Endpoint {
     Health,
     /// Berry's short `/v1/health`.
     ShortHealth,
-    /// `/admin/*` and `/smart-ai/*` views (loopback clients only).
+    /// `/admin/*` and `/smart-ai/*` views (see [`admin_access`]).
     Admin,
     /// Prometheus exposition.
     Metrics,
@@ -61,7 +61,7 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
 /// Who is asking for a local endpoint, beyond the request itself.
 pub struct LocalCtx<'a> {
     pub snapshot: &'a Snapshot,
-    /// The client connected from a loopback address (admin views are served only then).
+    /// The client connected from a loopback address (see [`admin_access`]).
     pub loopback: bool,
 }
 
@@ -80,18 +80,52 @@ pub fn local(
         }
         Endpoint::Health => Ok(health::detailed(routes, ctx.snapshot)),
         Endpoint::ShortHealth => Ok(health::short(routes, ctx.snapshot)),
-        Endpoint::Admin if !ctx.loopback => Err(GatewayError::new(
-            ErrorKind::Forbidden,
-            "admin views are served only to loopback clients",
-        )),
-        Endpoint::Admin => match admin::parse(head.path(buf)) {
-            Some(view) => admin::render(routes, ctx.snapshot, view),
-            None => Err(GatewayError::new(ErrorKind::NotFound, "unknown admin view")),
-        },
+        Endpoint::Admin => {
+            admin_access(routes, head, buf, ctx.loopback)?;
+            match admin::parse(head.path(buf)) {
+                Some(view) => admin::render(routes, ctx.snapshot, view),
+                None => Err(GatewayError::new(ErrorKind::NotFound, "unknown admin view")),
+            }
+        }
         Endpoint::Proxy(_) | Endpoint::Metrics => Err(GatewayError::new(
             ErrorKind::NotFound,
             "not a local endpoint",
         )),
+    }
+}
+
+/// May this request see operator-only views? The admin views ask here; any other view for
+/// operators' eyes only (metrics) should ask the same, so there is one rule to audit.
+///
+/// With `server.admin_token` set: exactly the requests bearing it, from any address, and 401
+/// otherwise. Loopback clients need it too: once a token exists, anything local that forwards
+/// requests (a sidecar, a reverse proxy on the same host) would otherwise hand the views to
+/// whoever can reach it. Without a token: loopback clients only, 403 for the rest.
+pub fn admin_access(
+    routes: &Routes,
+    head: &RequestHead,
+    buf: &[u8],
+    loopback: bool,
+) -> Result<(), GatewayError> {
+    let Some(expected) = &routes.config.server.admin_token else {
+        return if loopback {
+            Ok(())
+        } else {
+            Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                "admin views are served only to loopback clients unless `server.admin_token` \
+                 is set",
+            ))
+        };
+    };
+    let unauthorized = |message: &str| GatewayError::new(ErrorKind::Unauthorized, message);
+    let presented = auth::bearer(head, buf)?.ok_or_else(|| {
+        unauthorized("missing Authorization header; send `Authorization: Bearer <admin_token>`")
+    })?;
+    if auth::secret_matches(expected, presented) {
+        Ok(())
+    } else {
+        Err(unauthorized("the provided admin token is invalid"))
     }
 }
 
@@ -114,6 +148,57 @@ fn models_body(routes: &Routes, caller: &auth::Caller<'_>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::head::parse_request;
+    use std::sync::Arc;
+
+    const ADMIN: &str = "admin-token-0123456789";
+
+    fn routes(server: &str) -> Routes {
+        let toml = format!(
+            "[server]\n{server}\n[providers.p]\nname = \"P\"\nbase_url = \"http://127.0.0.1:1\"\n\
+             api_key = \"sk-p-0123456789\"\nmodels = [\"m\"]\n[models.m]\nname = \"m\"\n\
+             [[models.m.backends]]\nprovider = \"p\"\nmodel = \"m\"\n[users.u]\nname = \"U\"\n\
+             token = \"tok-u-0123456789abcdef\"\n"
+        );
+        let config = crate::config::load_str(&toml, "t.toml").expect("valid");
+        Routes::build(Arc::new(config)).expect("routes")
+    }
+
+    /// `admin_access` for a GET with these extra header lines, from loopback or not.
+    fn access(routes: &Routes, headers: &str, loopback: bool) -> Result<(), u16> {
+        let raw = format!("GET /admin/backend-health HTTP/1.1\r\nhost: x\r\n{headers}\r\n");
+        let head = parse_request(raw.as_bytes(), 4096, 16).unwrap().unwrap();
+        admin_access(routes, &head, raw.as_bytes(), loopback).map_err(|e| {
+            assert!(!e.message.contains(ADMIN), "{}", e.message);
+            e.status()
+        })
+    }
+
+    #[test]
+    fn admin_access_without_a_token_is_loopback_only() {
+        let r = routes("");
+        assert_eq!(access(&r, "", true), Ok(()));
+        assert_eq!(access(&r, "", false), Err(403));
+        // A bearer token changes nothing when none is configured, not even a user's.
+        let user = "authorization: Bearer tok-u-0123456789abcdef\r\n";
+        assert_eq!(access(&r, user, false), Err(403));
+    }
+
+    #[test]
+    fn admin_access_with_a_token_needs_it_from_everyone() {
+        let r = routes(&format!("admin_token = \"{ADMIN}\""));
+        let good = format!("authorization: Bearer {ADMIN}\r\n");
+        for loopback in [true, false] {
+            assert_eq!(access(&r, &good, loopback), Ok(()));
+            assert_eq!(access(&r, "", loopback), Err(401), "missing");
+            let wrong = format!("authorization: Bearer {ADMIN}x\r\n");
+            assert_eq!(access(&r, &wrong, loopback), Err(401), "wrong");
+            let user = "authorization: Bearer tok-u-0123456789abcdef\r\n";
+            assert_eq!(access(&r, user, loopback), Err(401), "a user's token");
+            let basic = format!("authorization: Basic {ADMIN}\r\n");
+            assert_eq!(access(&r, &basic, loopback), Err(401), "malformed");
+        }
+    }
 
     #[test]
     fn routing_table() {

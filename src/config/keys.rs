@@ -151,11 +151,12 @@ const fn ignored(name: &'static str, why: &'static str) -> Entry {
     }
 }
 
-static SERVER: [Entry; 11] = [
+static SERVER: [Entry; 12] = [
     leaf("bind_address"),
     leaf("workers"),
     leaf("driver"),
     leaf("allow_anonymous"),
+    leaf("admin_token"),
     leaf("header_bytes_max"),
     leaf("headers_count_max"),
     leaf("body_bytes_max"),

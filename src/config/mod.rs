@@ -283,6 +283,10 @@ pub struct ServerSettings {
     /// Serve requests without a user token. Off by default: a gateway holding paid keys
     /// should not be open by accident.
     pub allow_anonymous: bool,
+    /// When set, the admin views (`/admin/*`, `/smart-ai/*`) require
+    /// `Authorization: Bearer <admin_token>` from every client, loopback included; when not,
+    /// they are served to loopback clients only.
+    pub admin_token: Option<Secret>,
     pub header_bytes_max: usize,
     pub headers_count_max: usize,
     pub body_bytes_max: usize,

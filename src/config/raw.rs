@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     pub workers: Option<S<i64>>,
     pub driver: Option<S<String>>,
     pub allow_anonymous: Option<bool>,
+    pub admin_token: Option<S<String>>,
     pub header_bytes_max: Option<S<i64>>,
     pub headers_count_max: Option<S<i64>>,
     pub body_bytes_max: Option<S<i64>>,

@@ -180,6 +180,20 @@ fn reference_example_loads_cleanly() {
 }
 
 #[test]
+fn reference_example_admin_token_line_works_uncommented() {
+    let text = include_str!("../../config/berry.example.toml");
+    let line = "# admin_token = \"env:BERRY_ADMIN_TOKEN\"";
+    assert!(text.contains(line), "the example documents admin_token");
+    let text = text.replace(line, &line[2..]);
+    let env = |name: &str| (name == "BERRY_ADMIN_TOKEN").then(|| "admin-0123456789abcdef".into());
+    let c = load_str_with_env(&text, "berry.example.toml", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.server.admin_token.as_ref().map(Secret::expose),
+        Some("admin-0123456789abcdef")
+    );
+}
+
+#[test]
 fn minimal_example_loads() {
     let c = load_example(include_str!("../../config/minimal.toml"), "minimal.toml");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);

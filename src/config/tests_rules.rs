@@ -228,6 +228,70 @@ fn server_and_settings_rules() {
 }
 
 #[test]
+fn admin_token_rules() {
+    assert!(ok(BASE).server.admin_token.is_none(), "unset by default");
+    let c = ok(&with_base(
+        "[server]\nadmin_token = \"admin-0123456789abcdef\"\n",
+    ));
+    assert_eq!(
+        c.server.admin_token.as_ref().map(Secret::expose),
+        Some("admin-0123456789abcdef")
+    );
+    // Like every secret: from the environment, and never shown.
+    let env = |name: &str| (name == "ADMIN").then(|| "admin-from-env-SECRETVALUE".to_string());
+    for reference in ["env:ADMIN", "${ADMIN}"] {
+        let text = with_base(&format!("[server]\nadmin_token = \"{reference}\"\n"));
+        let c = load_str_with_env(&text, "config.toml", &env).expect("valid");
+        assert_eq!(
+            c.server.admin_token.as_ref().map(Secret::expose),
+            Some("admin-from-env-SECRETVALUE")
+        );
+        assert!(!format!("{c:?}").contains("SECRETVALUE"));
+    }
+    check_snippet_err(
+        "[server]\nadmin_token = \"env:NOT_SET\"\n",
+        &[(
+            2,
+            "`server.admin_token`: environment variable `NOT_SET` is not set",
+        )],
+    );
+    // The user token rules apply: long enough to resist guessing, no whitespace.
+    check_snippet_err(
+        "[server]\nadmin_token = \"SECRETVALUE\"\n",
+        &[(
+            2,
+            "`server.admin_token`: must be at least 16 characters (got 11)",
+        )],
+    );
+    check_snippet_err(
+        "[server]\nadmin_token = \"SECRETVALUE with spaces\"\n",
+        &[(2, "`server.admin_token`: must not contain whitespace")],
+    );
+    // A user's token would let that user read the admin views.
+    check_snippet_err(
+        "[server]\nadmin_token = \"tok-u-0123456789abcdef\"\n",
+        &[(
+            2,
+            "same token as `users.u`; the admin token must be its own",
+        )],
+    );
+    // Misspelt, it is an unknown key, not silently "no token".
+    check_snippet_err(
+        "[server]\nadmin_tokn = \"admin-0123456789abcdef\"\n",
+        &[(2, "`server.admin_tokn`: unknown key")],
+    );
+    let err = load(&with_base("[server]\nadmin_token = 12345678901234567890\n")).expect_err("type");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("`server.admin_token`: wrong type (value not shown"),
+        "{shown}"
+    );
+    assert!(!shown.contains("12345678901234567890"), "{shown}");
+    let err = load(&with_base("[server]\nadmin_token = \"SECRETVALUE\"\n")).expect_err("short");
+    assert!(!format!("{err} {err:?}").contains("SECRETVALUE"));
+}
+
+#[test]
 fn diagnostic_positions_count_characters() {
     // Two multi-byte characters before the bad value on its line.
     let text = BASE.replace("model = \"m1\"", "model = \"m1\"\n\"wé✓\" = 1");

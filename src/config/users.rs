@@ -79,7 +79,9 @@ pub(super) fn users(
     out
 }
 
-fn token(
+/// A bearer token: resolved from the environment if it is a reference, long enough to resist
+/// guessing, free of whitespace. Also `server.admin_token`'s rules.
+pub(super) fn token(
     cx: &mut Ctx<'_, '_>,
     v: Option<&S<String>>,
     table_span: Range<usize>,

@@ -90,7 +90,7 @@ pub(super) fn load(
 /// Over-approximates which paths hold secrets; redacting too much only costs a detail.
 fn holds_secret(path: &str) -> bool {
     path.split(['.', '['])
-        .any(|seg| matches!(seg, "api_key" | "token" | "headers"))
+        .any(|seg| matches!(seg, "api_key" | "token" | "admin_token" | "headers"))
 }
 
 fn finish(sink: Sink<'_>, origin: &str, config: Option<Config>) -> Result<Config, ConfigError> {
@@ -124,6 +124,17 @@ fn build(cx: &mut Ctx<'_, '_>, raw: RawConfig) -> Config {
     let providers = providers::providers(cx, raw.providers);
     let models = models::models(cx, raw.models, &providers);
     let users = users::users(cx, raw.users, &models, server.allow_anonymous);
+    if let (Some(admin), Some(v)) = (&server.admin_token, &server_raw.admin_token) {
+        // A user holding the admin token could read the admin views with their API key, and
+        // the admin could spend the user's quota: the two must be different secrets.
+        if let Some(u) = users.iter().find(|u| u.token.expose() == admin.expose()) {
+            let msg = format!(
+                "same token as `{}`; the admin token must be its own",
+                join("users", &u.id)
+            );
+            cx.sink.error(v.span(), "server.admin_token", msg);
+        }
+    }
     let observability_raw = raw.observability.map(S::into_inner).unwrap_or_default();
     let observability = super::observability::observability(cx, &observability_raw);
     Config {
@@ -171,6 +182,10 @@ fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
         workers: (workers != 0).then_some(workers),
         driver,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),
+        admin_token: raw
+            .admin_token
+            .as_ref()
+            .and_then(|v| users::token(cx, Some(v), v.span(), &p("admin_token"))),
         header_bytes_max: cx.size(
             raw.header_bytes_max.as_ref(),
             &p("header_bytes_max"),

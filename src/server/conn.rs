@@ -246,7 +246,7 @@ async fn dispatch(
             let sent_before = c.w.sent;
             let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
             let answer = match local {
-                Endpoint::Metrics => metrics(shard, &routes, loopback),
+                Endpoint::Metrics => metrics(shard, &routes, &head, &c.r.buf, loopback),
                 _ => {
                     let snapshot = shard.snapshot.borrow().clone();
                     let ctx = api::LocalCtx {
@@ -338,6 +338,8 @@ fn local_event(
 fn metrics(
     shard: &Shard,
     routes: &crate::routes::Routes,
+    head: &RequestHead,
+    buf: &[u8],
     loopback: bool,
 ) -> Result<(u16, &'static [u8], Vec<u8>), GatewayError> {
     let Some(handle) = &shard.telemetry.metrics else {
@@ -346,11 +348,8 @@ fn metrics(
             "metrics are off (`observability.metrics = false`)",
         ));
     };
-    if routes.config.observability.metrics_admin_only && !loopback {
-        return Err(GatewayError::new(
-            ErrorKind::Forbidden,
-            "metrics are served only to loopback clients (`metrics_admin_only`)",
-        ));
+    if routes.config.observability.metrics_admin_only {
+        api::admin_access(routes, head, buf, loopback)?;
     }
     Ok((
         200,

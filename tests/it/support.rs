@@ -9,13 +9,17 @@ use std::thread;
 use std::time::Duration;
 
 use berry::config::{self, DriverChoice};
-use berry::runtime::{Server, Shutdown};
+use berry::routes::{resolve_all, Routes};
+use berry::runtime::{RunOptions, Server, Shutdown};
 
 pub const TOKEN: &str = "tok-alice-0123456789abcdef";
 
 /// A gateway that shuts down and joins when dropped.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// One address per shard when each shard has its own listener ([`gateway_shards`]);
+    /// just `addr` otherwise.
+    pub shards: Vec<SocketAddr>,
     server: Option<Server>,
 }
 
@@ -42,6 +46,38 @@ pub fn gateway(toml: &str, driver: DriverChoice) -> Gateway {
         berry::cli::start(cfg, addr, 1, driver, false, Shutdown::new()).expect("gateway starts");
     Gateway {
         addr: server.local_addr,
+        shards: vec![server.local_addr],
+        server: Some(server),
+    }
+}
+
+/// A gateway of `n` shards, each accepting on its own port (`shards[i]` reaches shard `i`
+/// only), so a test can choose which shard serves a request. `cli::start` binds one
+/// SO_REUSEPORT port for all shards, where the kernel picks the shard; this builds the same
+/// server from separately bound listeners instead.
+pub fn gateway_shards(toml: &str, n: usize, driver: DriverChoice) -> Gateway {
+    let cfg =
+        config::load_str(toml, "test.toml").unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            // As `runtime::bind_listeners` leaves them: the shards adopt them into monoio.
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .collect();
+    let shards: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let addresses = Arc::new(resolve_all(&cfg));
+    let routes = Arc::new(Routes::build(Arc::new(cfg)).expect("routes build"));
+    let options = RunOptions {
+        driver,
+        pin_cores: false,
+    };
+    let server = berry::runtime::start(routes, addresses, listeners, options, Shutdown::new())
+        .expect("shards start");
+    Gateway {
+        addr: shards[0],
+        shards,
         server: Some(server),
     }
 }
