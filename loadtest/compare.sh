@@ -5,6 +5,7 @@
 #   loadtest/compare.sh [--driver auto|uring|epoll] [--no-build]
 #   env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=1 WARMUP=2 KEEP_TMP=0
 #        NGINX_TEMPLATE=loadtest/nginx.conf.template
+#        BERRY_EXTRA_TOML='[observability]\naccess_log = "off"' (appended to Berry's config)
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -19,7 +20,7 @@ TOKEN="berry-loadtest-token-0123456789"
 DRIVER=""
 BUILD=1
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -191,6 +192,8 @@ model = "mock-model"
 name = "Load test"
 token = "$TOKEN"
 EOF
+# Metrics are on and the access log goes to berry.log unless BERRY_EXTRA_TOML says otherwise.
+printf '%b\n' "${BERRY_EXTRA_TOML:-}" >>"$TMP/berry.toml"
 BERRY_ARGS=(serve --config "$TMP/berry.toml" --workers 2)
 [[ -n $DRIVER ]] && BERRY_ARGS+=(--driver "$DRIVER")
 "$BERRY" "${BERRY_ARGS[@]}" >"$TMP/berry.log" 2>&1 &

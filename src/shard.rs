@@ -72,9 +72,18 @@ pub struct Shard {
     /// Proxied requests in progress per route (chat, completions, embeddings).
     pub inflight_by_route: [Cell<u32>; 3],
     pub telemetry: ShardTelemetry,
+    /// Access-log lines not yet handed to the writer thread.
+    pub access_batch: RefCell<Vec<crate::telemetry::access::Record>>,
 }
 
 impl Shard {
+    /// Hands the collected access-log lines to the writer.
+    pub fn flush_access_log(&self) {
+        if let Some(log) = &self.telemetry.access {
+            log.send(&mut self.access_batch.borrow_mut());
+        }
+    }
+
     #[allow(clippy::redundant_allocation)]
     pub fn routes(&self) -> Rc<Arc<Routes>> {
         self.routes.borrow().clone()
@@ -129,6 +138,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
             .collect(),
         inflight_by_route: Default::default(),
         telemetry: init.telemetry.clone(),
+        access_batch: RefCell::new(Vec::new()),
     });
     let accept_stop = Rc::new(RefCell::new(Some(Canceller::new())));
     monoio::spawn(ticker(
@@ -145,6 +155,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
     while shard.conns_busy.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
+    shard.flush_access_log();
 }
 
 async fn accept_loop(
@@ -208,6 +219,7 @@ async fn reporter(shard: Rc<Shard>, reports: Sender<ShardReport>, interval: Dura
     // reach the control thread.
     loop {
         monoio::time::sleep(interval).await;
+        shard.flush_access_log();
         let report = {
             let gauges = gauges(&shard);
             let inflight = shard.balance.borrow().inflight();

@@ -422,7 +422,9 @@ fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
 }
 
 fn contains_done(events: &[u8]) -> bool {
-    memmem::find(events, b"[DONE]").is_some()
+    static DONE: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"[DONE]"));
+    DONE.find(events).is_some()
 }
 
 /// Returns a connection to the pool when its response was read to the end.

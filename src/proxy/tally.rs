@@ -45,11 +45,15 @@ impl Tally {
         request_id: String,
         bytes_out: u64,
     ) {
+        if shard.telemetry.metrics.is_none() && shard.telemetry.access.is_none() {
+            return;
+        }
         let end = Instant::now();
         let idx = |c: &Cell<Option<usize>>| c.get().map_or(NONE, |i| i as u32);
         let status = match self.status.get() {
-            // Nothing was sent: the client left first (nginx's 499).
+            // Nothing reached the client: it left first (nginx's 499).
             0 => 499,
+            _ if bytes_out == 0 => 499,
             s => s,
         };
         let event = RequestEvent {
@@ -85,13 +89,22 @@ pub fn record(shard: &Shard, event: RequestEvent, request_id: String) {
         shard.recorder.borrow_mut().request(event);
     }
     if let Some(log) = &shard.telemetry.access {
-        log.log(Record {
+        let mut batch = shard.access_batch.borrow_mut();
+        batch.push(Record {
             at: SystemTime::now(),
             request_id,
             event,
         });
+        if batch.len() >= ACCESS_BATCH_LINES {
+            log.send(&mut batch);
+        }
     }
 }
+
+/// Access-log lines a shard collects before handing them to the writer in one message (the
+/// reporter also sends whatever is there every `report_interval_ms`): one channel operation,
+/// and at most one writer wake-up, per batch instead of per request.
+const ACCESS_BATCH_LINES: usize = 256;
 
 /// Counts a proxied request in progress on its route while alive.
 pub struct InFlight<'a>(&'a Cell<u32>);

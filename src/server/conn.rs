@@ -84,8 +84,10 @@ impl ClientWriter {
     /// Writes all of `out` and clears it.
     pub async fn flush(&mut self) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
-        self.sent += out.len() as u64;
         let (res, mut out) = self.wr.write_all(out).await;
+        if res.is_ok() {
+            self.sent += out.len() as u64;
+        }
         out.clear();
         self.out = out;
         res.map(|_| ())
@@ -131,8 +133,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
     if shard.conns_open.get() > limits.connections_per_shard_max {
         let err = GatewayError::new(ErrorKind::Overloaded, "too many connections; retry shortly");
-        respond::error(&mut c.w.out, &err, None, false);
-        let _ = c.w.flush().await;
+        refuse_connection(&shard, &mut c, err).await;
         return;
     }
     loop {
@@ -140,8 +141,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(err) => {
-                respond::error(&mut c.w.out, &err, None, false);
-                let _ = c.w.flush().await;
+                refuse_connection(&shard, &mut c, err).await;
                 return;
             }
         };
@@ -151,6 +151,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             return;
         }
     }
+}
+
+/// Answers a connection Berry will not read a request from (unparseable head, too many
+/// connections) and closes it; counted like any other request.
+async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
+    let started = Instant::now();
+    respond::error(&mut c.w.out, &err, None, false);
+    let _ = c.w.flush().await;
+    let duration_us = micros(started.elapsed());
+    let event = RequestEvent {
+        status: err.status(),
+        error: Some(err.kind),
+        duration_us,
+        ttfb_us: duration_us,
+        bytes_in: c.r.buf.len() as u64,
+        bytes_out: c.w.sent,
+        ..RequestEvent::default()
+    };
+    crate::proxy::tally::record(shard, event, String::new());
 }
 
 /// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
@@ -241,65 +260,90 @@ async fn dispatch(
         Ok(Endpoint::Proxy(path)) => {
             Box::pin(crate::proxy::handle(shard, &routes, c, head, path)).await
         }
+        // Local answers and refusals are boxed too: rare, and kept out of the hot future.
         Ok(local) => {
-            let started = Instant::now();
-            let sent_before = c.w.sent;
-            let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
-            let answer = match local {
-                Endpoint::Metrics => metrics(shard, &routes, &head, &c.r.buf, loopback),
-                _ => {
-                    let snapshot = shard.snapshot.borrow().clone();
-                    let ctx = api::LocalCtx {
-                        snapshot: &snapshot,
-                        loopback,
-                    };
-                    api::local(&routes, local, &head, &c.r.buf, &ctx)
-                        .map(|(status, body)| (status, &b"application/json"[..], body))
-                }
+            Box::pin(answer_local(
+                shard, &routes, c, head, local, limits, loopback,
+            ))
+            .await
+        }
+        Err(err) => Box::pin(refuse(shard, c, head, err, limits)).await,
+    }
+}
+
+/// Answers an endpoint Berry serves itself.
+async fn answer_local(
+    shard: &Rc<Shard>,
+    routes: &crate::routes::Routes,
+    c: &mut Client,
+    head: RequestHead,
+    local: Endpoint,
+    limits: &ServerSettings,
+    loopback: bool,
+) -> bool {
+    let started = Instant::now();
+    let sent_before = c.w.sent;
+    let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
+    let answer = match local {
+        Endpoint::Metrics => metrics(shard, routes, &head, &c.r.buf, loopback),
+        _ => {
+            let snapshot = shard.snapshot.borrow().clone();
+            let ctx = api::LocalCtx {
+                snapshot: &snapshot,
+                loopback,
             };
-            // Local endpoints take no body; skip a small one so keep-alive survives.
-            let mut keep =
-                reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
-            c.r.consume(head.head_len);
-            let (status, error) = match answer {
-                Ok((status, content_type, body)) => {
-                    let out = &mut c.w.out;
-                    respond::typed(out, status, content_type, &body, Some(&request_id), keep);
-                    if head.method == Method::Head {
-                        // Same head as GET, content-length included, but no body.
-                        let len = out.len() - body.len();
-                        out.truncate(len);
-                    }
-                    (status, None)
-                }
-                Err(err) => {
-                    respond::error(&mut c.w.out, &err, Some(&request_id), keep);
-                    (err.status(), Some(err.kind))
-                }
-            };
-            keep &= c.w.flush().await.is_ok();
-            let event = RequestEvent {
-                bytes_out: c.w.sent - sent_before,
-                ..local_event(route_of(local), &head, status, error, started)
-            };
-            crate::proxy::tally::record(shard, event, request_id);
-            keep
+            api::local(routes, local, &head, &c.r.buf, &ctx)
+                .map(|(status, body)| (status, &b"application/json"[..], body))
+        }
+    };
+    // Local endpoints take no body; skip a small one so keep-alive survives.
+    let mut keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
+    c.r.consume(head.head_len);
+    let (status, error) = match answer {
+        Ok((status, content_type, body)) => {
+            let out = &mut c.w.out;
+            respond::typed(out, status, content_type, &body, Some(&request_id), keep);
+            if head.method == Method::Head {
+                // Same head as GET, content-length included, but no body.
+                let len = out.len() - body.len();
+                out.truncate(len);
+            }
+            (status, None)
         }
         Err(err) => {
-            let started = Instant::now();
-            let sent_before = c.w.sent;
-            let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
-            c.r.consume(head.head_len);
-            respond::error(&mut c.w.out, &err, None, keep);
-            let keep = c.w.flush().await.is_ok() && keep;
-            let event = RequestEvent {
-                bytes_out: c.w.sent - sent_before,
-                ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
-            };
-            crate::proxy::tally::record(shard, event, String::new());
-            keep
+            respond::error(&mut c.w.out, &err, Some(&request_id), keep);
+            (err.status(), Some(err.kind))
         }
-    }
+    };
+    keep &= c.w.flush().await.is_ok();
+    let event = RequestEvent {
+        bytes_out: c.w.sent - sent_before,
+        ..local_event(route_of(local), &head, status, error, started)
+    };
+    crate::proxy::tally::record(shard, event, request_id);
+    keep
+}
+
+/// Answers a request no endpoint takes (404, 405).
+async fn refuse(
+    shard: &Rc<Shard>,
+    c: &mut Client,
+    head: RequestHead,
+    err: GatewayError,
+    limits: &ServerSettings,
+) -> bool {
+    let started = Instant::now();
+    let sent_before = c.w.sent;
+    let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
+    c.r.consume(head.head_len);
+    respond::error(&mut c.w.out, &err, None, keep);
+    let keep = c.w.flush().await.is_ok() && keep;
+    let event = RequestEvent {
+        bytes_out: c.w.sent - sent_before,
+        ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
+    };
+    crate::proxy::tally::record(shard, event, String::new());
+    keep
 }
 
 fn route_of(endpoint: Endpoint) -> Route {

@@ -18,8 +18,8 @@ use super::{write_ms, write_u64, RequestEvent, NONE};
 use crate::api::peek::write_json_string;
 use crate::config::Config;
 
-/// Lines buffered between the shards and the writer thread.
-pub const QUEUE_LINES_MAX: usize = 64 * 1024;
+/// Batches buffered between the shards and the writer thread (each up to a few hundred lines).
+pub const QUEUE_BATCHES_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -44,16 +44,21 @@ pub struct Record {
 /// The shards' end of the access log (cheap to clone: a channel sender and a counter).
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Sender<Record>,
+    tx: Sender<Vec<Record>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl AccessLog {
-    /// Queues a line; never blocks.
-    pub fn log(&self, record: Record) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(record)
+    /// Queues a shard's batch of lines and leaves `batch` empty; never blocks. A full queue
+    /// drops the batch and counts its lines.
+    pub fn send(&self, batch: &mut Vec<Record>) {
+        if batch.is_empty() {
+            return;
+        }
+        let lines = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
+        if let Err(TrySendError::Full(l) | TrySendError::Disconnected(l)) = self.tx.try_send(lines)
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(l.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -85,7 +90,7 @@ pub fn start(config: Arc<Config>) -> io::Result<Option<AccessLog>> {
         ),
     };
     let format = obs.access_log_format;
-    let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES_MAX);
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES_MAX);
     std::thread::Builder::new()
         .name("berry-access".into())
         .spawn(move || writer(rx, out, &config, format))?;
@@ -95,25 +100,34 @@ pub fn start(config: Arc<Config>) -> io::Result<Option<AccessLog>> {
     }))
 }
 
-fn writer(rx: Receiver<Record>, out: Box<dyn Write + Send>, config: &Config, format: Format) {
-    let mut out = io::BufWriter::with_capacity(64 * 1024, out);
-    let mut line = Vec::with_capacity(512);
+fn writer(
+    rx: Receiver<Vec<Record>>,
+    mut out: Box<dyn Write + Send>,
+    config: &Config,
+    format: Format,
+) {
+    let mut buf = Vec::with_capacity(256 * 1024);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        while let Some(r) = next {
-            line.clear();
-            match format {
-                Format::Json => json_line(&mut line, config, &r),
-                Format::Text => text_line(&mut line, config, &r),
+        while let Some(batch) = next {
+            for r in &batch {
+                match format {
+                    Format::Json => json_line(&mut buf, config, r),
+                    Format::Text => text_line(&mut buf, config, r),
+                }
             }
-            if out.write_all(&line).is_err() {
-                return;
+            if buf.len() >= 128 * 1024 {
+                if out.write_all(&buf).is_err() {
+                    return;
+                }
+                buf.clear();
             }
             next = rx.try_recv().ok();
         }
-        if out.flush().is_err() {
+        if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
             return;
         }
+        buf.clear();
     }
 }
 
@@ -145,7 +159,7 @@ pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
     let e = &r.event;
     let n = names(config, e);
     out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(crate::logging::rfc3339(r.at).as_bytes());
+    crate::logging::write_rfc3339(out, r.at);
     out.extend_from_slice(b"\",\"request_id\":");
     write_json_string(out, &r.request_id);
     for (key, value) in [("user", n.user), ("model", n.model), ("backend", n.backend)] {

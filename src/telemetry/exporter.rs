@@ -212,7 +212,7 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
 
 const HISTOGRAMS: &[(&str, Option<Unit>, &str, &[f64])] = &[
     ("berry_request_duration_seconds", Some(Unit::Seconds), "Request received to response complete, by model and backend", &LATENCY_BUCKETS_S),
-    ("berry_time_to_first_byte_seconds", Some(Unit::Seconds), "Request received to the first response byte sent (a stream's first token), by model and backend", &LATENCY_BUCKETS_S),
+    ("berry_time_to_first_byte_seconds", Some(Unit::Seconds), "Request received to the first response byte sent (a stream's first token), by model, backend and stream", &LATENCY_BUCKETS_S),
     ("berry_overhead_seconds", Some(Unit::Seconds), "Time spent inside Berry per request: duration minus upstream waits", &OVERHEAD_BUCKETS_S),
     ("berry_upstream_connect_seconds", Some(Unit::Seconds), "Upstream connect time (TCP and TLS), by backend", &CONNECT_BUCKETS_S),
     ("berry_api_http_request_duration_seconds", Some(Unit::Seconds), "Berry API compatible: request duration by method and endpoint", &LATENCY_BUCKETS_S),
@@ -276,7 +276,19 @@ impl Pairs {
             base.push(labels.len());
             for b in &m.backends {
                 let provider = &config.providers[b.provider].id;
-                labels.push((m.name.clone(), provider.clone()));
+                let shared = m
+                    .backends
+                    .iter()
+                    .filter(|o| o.provider == b.provider)
+                    .count()
+                    > 1;
+                // Two backends of one model on the same provider get distinct series.
+                let backend = if shared {
+                    format!("{provider}:{}", b.model)
+                } else {
+                    provider.clone()
+                };
+                labels.push((m.name.clone(), backend));
             }
         }
         labels.push((String::new(), String::new()));
@@ -369,7 +381,7 @@ impl Exporter {
             requests: Table::new(routes * pairs.len() * STATUS_CLASSES.len()),
             requests_model_only: HashMap::new(),
             duration: Table::new(pairs.len()),
-            ttfb: Table::new(pairs.len()),
+            ttfb: Table::new(pairs.len() * 2),
             overhead,
             attempts: Table::new(pairs.len() * CLASSES.len()),
             failovers: Table::new(pairs.len() * CLASSES.len()),
@@ -636,9 +648,15 @@ impl Exporter {
         }) {
             h.record(secs(e.duration_us));
         }
-        if let Some(h) = self.ttfb.get(pair, || {
+        if let Some(h) = self.ttfb.get(pair * 2 + usize::from(e.stream), || {
             reg.register_histogram(
-                &key("berry_time_to_first_byte_seconds", pairs.labels(pair)),
+                &key(
+                    "berry_time_to_first_byte_seconds",
+                    with(
+                        pairs.labels(pair),
+                        Label::new("stream", if e.stream { "true" } else { "false" }),
+                    ),
+                ),
                 &META,
             )
         }) {
@@ -682,13 +700,14 @@ impl Exporter {
         let config = self.config.clone();
         for (mi, m) in config.models.iter().enumerate() {
             let mut any_healthy = false;
-            for (bi, _) in m.backends.iter().enumerate() {
+            for (bi, b) in m.backends.iter().enumerate() {
                 let Some(s) = snap.backend(mi, bi) else {
                     continue;
                 };
                 let pair = self.pairs.index(mi as u32, bi as u32);
                 let labels = self.pairs.labels(pair);
-                let healthy = s.healthy(now);
+                let enabled = m.enabled && b.enabled && config.providers[b.provider].enabled;
+                let healthy = enabled && s.healthy(now);
                 any_healthy |= healthy;
                 self.gauge("berry_backend_healthy", labels.clone())
                     .set(if healthy { 1.0 } else { 0.0 });

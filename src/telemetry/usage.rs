@@ -6,6 +6,8 @@
 //! `prompt_tokens` and `completion_tokens` of that object are read; nested details
 //! (`prompt_tokens_details`) are skipped by depth.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 
 /// Tokens an upstream reported for one answer.
@@ -18,9 +20,11 @@ pub struct Usage {
 /// The last `usage` object in `bytes` (a JSON body, or one or more SSE events), if any.
 /// `"usage": null` (how streams with `include_usage` mark every chunk but the last) is skipped.
 pub fn find(bytes: &[u8]) -> Option<Usage> {
-    let finder = memmem::Finder::new(b"\"usage\"");
+    // Built once: constructing a searcher costs more than scanning a typical answer.
+    static USAGE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
     let mut found = None;
-    for at in finder.find_iter(bytes) {
+    for at in USAGE.find_iter(bytes) {
         if let Some(u) = object_at(&bytes[at + 7..]) {
             found = Some(u);
         }

@@ -370,8 +370,28 @@ fn scraped_counters_match_what_was_sent() {
         6.0
     );
     assert_eq!(
-        sample(&s, "berry_time_to_first_byte_seconds_count", &pair),
-        6.0
+        sample(
+            &s,
+            "berry_time_to_first_byte_seconds_count",
+            &[
+                ("model", "gpt-test"),
+                ("backend", "good"),
+                ("stream", "false")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "berry_time_to_first_byte_seconds_count",
+            &[
+                ("model", "gpt-test"),
+                ("backend", "good"),
+                ("stream", "true")
+            ]
+        ),
+        3.0
     );
     // Buckets span milliseconds to minutes, and every request fits under the top one.
     let le = |v: &str| {
@@ -384,7 +404,7 @@ fn scraped_counters_match_what_was_sent() {
     assert_eq!(le("600"), 6.0, "{text}");
     assert_eq!(le("+Inf"), 6.0);
     assert!(le("0.005") <= le("1"));
-    // Berry's own overhead is recorded for every proxied request (8 here reached `answer`).
+    // Berry's own overhead is recorded for every proxied request, refused ones included.
     assert_eq!(sample(&s, "berry_overhead_seconds_count", &[]), 10.0);
     // Berry API's names still work.
     let legacy = |status| {
