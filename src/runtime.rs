@@ -159,7 +159,7 @@ pub fn start(
         access: access::start(config.clone())?,
     };
     let shard_telemetry = shard::ShardTelemetry {
-        metrics: telemetry.exporter.as_ref().map(Exporter::handle),
+        metrics: telemetry.exporter.as_ref().map(Exporter::view),
         access: telemetry.access.clone(),
     };
     let (driver_tx, driver_rx) = mpsc::channel::<io::Result<DriverKind>>();

@@ -41,7 +41,7 @@ pub struct ShardInit {
 #[derive(Clone, Default)]
 pub struct ShardTelemetry {
     /// Renders `/metrics` (the control thread writes it); `None` when metrics are off.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<crate::telemetry::exporter::MetricsView>,
     pub access: Option<AccessLog>,
 }
 

@@ -5,7 +5,7 @@
 //! either has ended.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
 use crate::shard::Shard;
@@ -79,19 +79,19 @@ impl Tally {
             bytes_out,
             usage: self.usage.get(),
         };
-        record(shard, event, request_id);
+        record(shard, event, request_id, end);
     }
 }
 
 /// Hands a finished request to the metrics pipeline and the access log.
-pub fn record(shard: &Shard, event: RequestEvent, request_id: String) {
+pub fn record(shard: &Shard, event: RequestEvent, request_id: String, end: Instant) {
     if shard.telemetry.metrics.is_some() {
         shard.recorder.borrow_mut().request(event);
     }
     if let Some(log) = &shard.telemetry.access {
         let mut batch = shard.access_batch.borrow_mut();
         batch.push(Record {
-            at: SystemTime::now(),
+            end,
             request_id,
             event,
         });

@@ -169,7 +169,7 @@ async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
         bytes_out: c.w.sent,
         ..RequestEvent::default()
     };
-    crate::proxy::tally::record(shard, event, String::new());
+    crate::proxy::tally::record(shard, event, String::new(), Instant::now());
 }
 
 /// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
@@ -320,7 +320,7 @@ async fn answer_local(
         bytes_out: c.w.sent - sent_before,
         ..local_event(route_of(local), &head, status, error, started)
     };
-    crate::proxy::tally::record(shard, event, request_id);
+    crate::proxy::tally::record(shard, event, request_id, Instant::now());
     keep
 }
 
@@ -342,7 +342,7 @@ async fn refuse(
         bytes_out: c.w.sent - sent_before,
         ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
     };
-    crate::proxy::tally::record(shard, event, String::new());
+    crate::proxy::tally::record(shard, event, String::new(), Instant::now());
     keep
 }
 

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -36,7 +36,9 @@ pub enum Format {
 }
 
 pub struct Record {
-    pub at: SystemTime,
+    /// When the request ended; the writer turns it into wall-clock time, so shards read only
+    /// the monotonic clock they read anyway.
+    pub end: Instant,
     pub request_id: String,
     pub event: RequestEvent,
 }
@@ -107,13 +109,15 @@ fn writer(
     format: Format,
 ) {
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut clock = WallClock::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(batch) = next {
             for r in &batch {
+                let at = clock.wall(r.end);
                 match format {
-                    Format::Json => json_line(&mut buf, config, r),
-                    Format::Text => text_line(&mut buf, config, r),
+                    Format::Json => json_line(&mut buf, config, r, at),
+                    Format::Text => text_line(&mut buf, config, r, at),
                 }
             }
             if buf.len() >= 128 * 1024 {
@@ -128,6 +132,32 @@ fn writer(
             return;
         }
         buf.clear();
+    }
+}
+
+/// Maps monotonic instants to wall-clock time, re-anchored every second so that a wall-clock
+/// step (NTP) shows up in the log within a second.
+struct WallClock {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn wall(&mut self, t: Instant) -> SystemTime {
+        if self.mono.elapsed() >= Duration::from_secs(1) {
+            *self = WallClock::new();
+        }
+        match t.checked_duration_since(self.mono) {
+            Some(after) => self.wall + after,
+            None => self.wall - self.mono.duration_since(t),
+        }
     }
 }
 
@@ -155,11 +185,11 @@ fn names<'c>(config: &'c Config, e: &RequestEvent) -> Names<'c> {
 }
 
 /// One JSON object per line; absent facts are `null`, durations are ms with µs precision.
-pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
+pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime) {
     let e = &r.event;
     let n = names(config, e);
     out.extend_from_slice(b"{\"time\":\"");
-    crate::logging::write_rfc3339(out, r.at);
+    crate::logging::write_rfc3339(out, at);
     out.extend_from_slice(b"\",\"request_id\":");
     write_json_string(out, &r.request_id);
     for (key, value) in [("user", n.user), ("model", n.model), ("backend", n.backend)] {
@@ -225,7 +255,7 @@ pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
 }
 
 /// `time status METHOD endpoint key=value …`, for people reading a terminal.
-pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
+pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime) {
     use std::io::Write as _;
     let e = &r.event;
     let n = names(config, e);
@@ -235,7 +265,7 @@ pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record) {
         out,
         "{} {} {} {} id={} user={} model={} backend={} attempts={} stream={} \
          duration_ms={:.3} ttfb_ms={:.3} upstream_ms={:.3} bytes_in={} bytes_out={}",
-        crate::logging::rfc3339(r.at),
+        crate::logging::rfc3339(at),
         e.status,
         if e.get { "GET" } else { "POST" },
         e.route.label(),

@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use super::histo::{Family, Series};
 use super::{RequestEvent, Route, NONE};
 use crate::balance::outcome::OutcomeClass;
 use crate::config::Config;
@@ -23,21 +22,91 @@ use crate::health::breaker::Circuit;
 use crate::health::report::ShardReport;
 use crate::health::snapshot::Snapshot;
 
-/// Request and TTFB buckets, seconds: LLM answers run from milliseconds (cached, embeddings)
-/// to minutes (long generations).
-pub const LATENCY_BUCKETS_S: [f64; 18] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-    600.0, 1800.0,
+/// Request and TTFB bucket bounds, µs (rendered in seconds): LLM answers run from
+/// milliseconds (cached, embeddings) to minutes (long generations): 5 ms … 30 min.
+pub const LATENCY_BUCKETS_US: [u64; 18] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+    300_000_000,
+    600_000_000,
+    1_800_000_000,
 ];
-/// Berry's own time per request, seconds: microseconds to a few milliseconds.
-pub const OVERHEAD_BUCKETS_S: [f64; 12] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.1,
+/// Berry's own time per request, µs: 10 µs … 100 ms.
+pub const OVERHEAD_BUCKETS_US: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
 ];
-/// Upstream connect (TCP and TLS) time, seconds.
-pub const CONNECT_BUCKETS_S: [f64; 12] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+/// Upstream connect (TCP and TLS) time, µs: 100 µs … 2.5 s.
+pub const CONNECT_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 2_500_000,
 ];
+
+/// Berry's histogram families (see [`super::histo`]), shared by the control thread (the only
+/// writer) and `/metrics` on the shards.
+pub struct Histograms {
+    pub duration: Family,
+    pub ttfb: Family,
+    pub overhead: Family,
+    pub connect: Family,
+    pub legacy_duration: Family,
+    pub legacy_backend_latency: Family,
+}
+
+impl Histograms {
+    fn new() -> Histograms {
+        Histograms {
+            duration: Family::new("berry_request_duration_seconds", "Request received to response complete, by model and backend", &LATENCY_BUCKETS_US),
+            ttfb: Family::new("berry_time_to_first_byte_seconds", "Request received to the first response byte sent (a stream's first token), by model, backend and stream", &LATENCY_BUCKETS_US),
+            overhead: Family::new("berry_overhead_seconds", "Time spent inside Berry per proxied request: duration minus upstream waits", &OVERHEAD_BUCKETS_US),
+            connect: Family::new("berry_upstream_connect_seconds", "Upstream connect time (TCP and TLS), by backend", &CONNECT_BUCKETS_US),
+            legacy_duration: Family::new("berry_api_http_request_duration_seconds", "Berry API compatible: request duration by method and endpoint", &LATENCY_BUCKETS_US),
+            legacy_backend_latency: Family::new("berry_api_backend_latency_seconds", "Berry API compatible: upstream response-head latency by backend", &LATENCY_BUCKETS_US),
+        }
+    }
+
+    fn all(&self) -> [&Family; 6] {
+        [
+            &self.duration,
+            &self.ttfb,
+            &self.overhead,
+            &self.connect,
+            &self.legacy_duration,
+            &self.legacy_backend_latency,
+        ]
+    }
+}
+
+/// What `/metrics` renders: the exporter's counters and gauges, then Berry's histograms.
+#[derive(Clone)]
+pub struct MetricsView {
+    handle: PrometheusHandle,
+    histograms: Arc<Histograms>,
+}
+
+impl MetricsView {
+    pub fn render(&self) -> String {
+        let mut out = self.handle.render();
+        if !out.is_empty() && !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        for f in self.histograms.all() {
+            f.render(&mut out);
+        }
+        out
+    }
+}
 
 /// Outcome classes in label order.
 const CLASSES: [OutcomeClass; 8] = [
@@ -210,33 +279,14 @@ const GAUGES: &[(&str, Option<Unit>, &str)] = &[
     ),
 ];
 
-const HISTOGRAMS: &[(&str, Option<Unit>, &str, &[f64])] = &[
-    ("berry_request_duration_seconds", Some(Unit::Seconds), "Request received to response complete, by model and backend", &LATENCY_BUCKETS_S),
-    ("berry_time_to_first_byte_seconds", Some(Unit::Seconds), "Request received to the first response byte sent (a stream's first token), by model, backend and stream", &LATENCY_BUCKETS_S),
-    ("berry_overhead_seconds", Some(Unit::Seconds), "Time spent inside Berry per request: duration minus upstream waits", &OVERHEAD_BUCKETS_S),
-    ("berry_upstream_connect_seconds", Some(Unit::Seconds), "Upstream connect time (TCP and TLS), by backend", &CONNECT_BUCKETS_S),
-    ("berry_api_http_request_duration_seconds", Some(Unit::Seconds), "Berry API compatible: request duration by method and endpoint", &LATENCY_BUCKETS_S),
-    ("berry_api_backend_latency_seconds", Some(Unit::Seconds), "Berry API compatible: upstream response-head latency by backend", &LATENCY_BUCKETS_S),
-];
-
 /// Builds a recorder with Berry's buckets and descriptions, not installed globally.
 fn build_recorder() -> PrometheusRecorder {
-    let mut b = PrometheusBuilder::new();
-    for (name, _, _, buckets) in HISTOGRAMS {
-        // Only fails for an empty bucket list, which the constants are not.
-        b = b
-            .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
-            .expect("non-empty buckets");
-    }
-    let r = b.build_recorder();
+    let r = PrometheusBuilder::new().build_recorder();
     for (name, unit, help) in COUNTERS {
         r.describe_counter(KeyName::from_const_str(name), *unit, (*help).into());
     }
     for (name, unit, help) in GAUGES {
         r.describe_gauge(KeyName::from_const_str(name), *unit, (*help).into());
-    }
-    for (name, unit, help, _) in HISTOGRAMS {
-        r.describe_histogram(KeyName::from_const_str(name), *unit, (*help).into());
     }
     r
 }
@@ -348,20 +398,21 @@ pub struct Exporter {
     requests: Table<Counter>,
     /// Requests that named a model but got no backend, by (route, model, status class).
     requests_model_only: HashMap<(Route, u32, usize), Counter>,
-    duration: Table<Histogram>,
-    ttfb: Table<Histogram>,
-    overhead: Histogram,
+    histograms: Arc<Histograms>,
+    duration: Table<Arc<Series>>,
+    ttfb: Table<Arc<Series>>,
+    overhead: Arc<Series>,
     attempts: Table<Counter>,
     failovers: Table<Counter>,
     tokens: HashMap<(usize, u32, bool), Counter>,
     connects: Table<Counter>,
-    connect_time: Table<Histogram>,
+    connect_time: Table<Arc<Series>>,
     retries: Table<Counter>,
     legacy_requests: HashMap<(Route, bool, u16), Counter>,
-    legacy_duration: Table<Histogram>,
+    legacy_duration: Table<Arc<Series>>,
     legacy_backend_requests: Table<Counter>,
     legacy_backend_errors: Table<Counter>,
-    legacy_backend_latency: Table<Histogram>,
+    legacy_backend_latency: Table<Arc<Series>>,
     /// Per shard: its latest gauges and in-flight counts (summed across shards on export).
     shard_gauges: Vec<crate::health::report::ShardGauges>,
     shard_inflight: Vec<Vec<Vec<u32>>>,
@@ -375,14 +426,15 @@ impl Exporter {
         let pairs = Pairs::new(&config);
         let providers = config.providers.len();
         let routes = Route::ALL.len();
-        let overhead =
-            recorder.register_histogram(&Key::from_static_name("berry_overhead_seconds"), &META);
+        let histograms = Arc::new(Histograms::new());
+        let overhead = histograms.overhead.series(&[]);
         Exporter {
             requests: Table::new(routes * pairs.len() * STATUS_CLASSES.len()),
             requests_model_only: HashMap::new(),
             duration: Table::new(pairs.len()),
             ttfb: Table::new(pairs.len() * 2),
             overhead,
+            histograms,
             attempts: Table::new(pairs.len() * CLASSES.len()),
             failovers: Table::new(pairs.len() * CLASSES.len()),
             tokens: HashMap::new(),
@@ -405,8 +457,11 @@ impl Exporter {
     }
 
     /// What `/metrics` renders; cheap to clone and `Send`.
-    pub fn handle(&self) -> PrometheusHandle {
-        self.handle.clone()
+    pub fn view(&self) -> MetricsView {
+        MetricsView {
+            handle: self.handle.clone(),
+            histograms: self.histograms.clone(),
+        }
     }
 
     fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
@@ -467,11 +522,12 @@ impl Exporter {
                     c.increment(1);
                 }
             }
-            if let Some(h) = self.legacy_backend_latency.get(p, || {
-                let l = provider_label(config, p);
-                reg.register_histogram(&key("berry_api_backend_latency_seconds", l), &META)
-            }) {
-                h.record(f64::from(e.latency_us) / 1e6);
+            let fam = &self.histograms.legacy_backend_latency;
+            if let Some(h) = self
+                .legacy_backend_latency
+                .get(p, || fam.series(&[("backend", &config.providers[p].id)]))
+            {
+                h.record(fam.bounds_us, e.latency_us.into());
             }
         }
         for f in &r.failovers {
@@ -495,11 +551,12 @@ impl Exporter {
             }
             let (reg, config) = (&self.recorder, &self.config);
             if c.ok {
-                if let Some(h) = self.connect_time.get(p, || {
-                    let l = provider_label(config, p);
-                    reg.register_histogram(&key("berry_upstream_connect_seconds", l), &META)
-                }) {
-                    h.record(f64::from(c.micros) / 1e6);
+                let fam = &self.histograms.connect;
+                if let Some(h) = self
+                    .connect_time
+                    .get(p, || fam.series(&[("backend", &config.providers[p].id)]))
+                {
+                    h.record(fam.bounds_us, c.micros.into());
                 }
             }
             if let Some(counter) = self.connects.get(p * 2 + usize::from(c.ok), || {
@@ -614,56 +671,41 @@ impl Exporter {
                 )
             })
             .increment(1);
-        let secs = |us: u32| f64::from(us) / 1e6;
-        if let Some(h) = self
+        let h = &self.histograms;
+        let method = if e.get { "GET" } else { "POST" };
+        if let Some(s) = self
             .legacy_duration
             .get(route * 2 + usize::from(e.get), || {
-                reg.register_histogram(
-                    &Key::from_parts(
-                        "berry_api_http_request_duration_seconds",
-                        vec![
-                            Label::new("method", if e.get { "GET" } else { "POST" }),
-                            Label::new("endpoint", e.route.legacy_path()),
-                        ],
-                    ),
-                    &META,
-                )
+                let endpoint = e.route.legacy_path();
+                h.legacy_duration
+                    .series(&[("method", method), ("endpoint", endpoint)])
             })
         {
-            h.record(secs(e.duration_us));
+            s.record(h.legacy_duration.bounds_us, e.duration_us.into());
         }
         if !e.route.is_proxied() {
             return;
         }
-        self.overhead.record(secs(e.overhead_us()));
+        self.overhead
+            .record(h.overhead.bounds_us, e.overhead_us().into());
         if pair == self.pairs.none() {
             return;
         }
-        let pairs = &self.pairs;
-        if let Some(h) = self.duration.get(pair, || {
-            reg.register_histogram(
-                &key("berry_request_duration_seconds", pairs.labels(pair)),
-                &META,
-            )
+        let (model, backend) = &self.pairs.labels[pair];
+        if let Some(s) = self.duration.get(pair, || {
+            h.duration.series(&[("model", model), ("backend", backend)])
         }) {
-            h.record(secs(e.duration_us));
+            s.record(h.duration.bounds_us, e.duration_us.into());
         }
-        if let Some(h) = self.ttfb.get(pair * 2 + usize::from(e.stream), || {
-            reg.register_histogram(
-                &key(
-                    "berry_time_to_first_byte_seconds",
-                    with(
-                        pairs.labels(pair),
-                        Label::new("stream", if e.stream { "true" } else { "false" }),
-                    ),
-                ),
-                &META,
-            )
+        if let Some(s) = self.ttfb.get(pair * 2 + usize::from(e.stream), || {
+            let stream = if e.stream { "true" } else { "false" };
+            h.ttfb
+                .series(&[("model", model), ("backend", backend), ("stream", stream)])
         }) {
-            h.record(secs(e.ttfb_us));
+            s.record(h.ttfb.bounds_us, e.ttfb_us.into());
         }
         if let Some(u) = e.usage {
-            let config = &self.config;
+            let (config, pairs) = (&self.config, &self.pairs);
             for (completion, n) in [(false, u.prompt), (true, u.completion)] {
                 if n == 0 {
                     continue;
@@ -785,6 +827,7 @@ impl Exporter {
         self.counter("berry_access_log_dropped_total", vec![])
             .absolute(access_dropped);
         if now.duration_since(self.last_upkeep) >= std::time::Duration::from_secs(1) {
+            // Only the exporter's own bookkeeping: Berry's histograms need none.
             self.last_upkeep = now;
             self.handle.run_upkeep();
         }

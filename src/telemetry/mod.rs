@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod exporter;
+pub mod histo;
 pub mod usage;
 
 pub use usage::Usage;

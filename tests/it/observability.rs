@@ -295,6 +295,11 @@ fn scraped_counters_match_what_was_sent() {
                 "berry_pool_connections",
                 &[("backend", "good"), ("state", "busy")],
             ) == 0.0
+            && sample(
+                s,
+                "berry_inflight_requests",
+                &[("model", "gpt-test"), ("backend", "good")],
+            ) == 0.0
     });
     assert_eq!(sample(&s, requests, &chat_ok), 6.0, "{text}");
     let flaky_ok = [
