@@ -452,7 +452,9 @@ async fn forward(
             started: p.started,
             head_at,
             strip_usage: p.usage_edit.is_some(),
-            scan_usage: (200..300).contains(&head.status),
+            // Tokens are only looked for when someone (metrics, access log) will read them.
+            scan_usage: (200..300).contains(&head.status)
+                && (shard.telemetry.metrics.is_some() || shard.telemetry.access.is_some()),
             tally,
         };
         match relay::relay(shard, w, conn, head, &ctx).await {

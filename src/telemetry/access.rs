@@ -140,18 +140,22 @@ fn writer(
 struct WallClock {
     wall: SystemTime,
     mono: Instant,
+    /// Re-anchor once a record is past this (an `Instant` comparison, no clock read).
+    next: Instant,
 }
 
 impl WallClock {
     fn new() -> WallClock {
+        let mono = Instant::now();
         WallClock {
             wall: SystemTime::now(),
-            mono: Instant::now(),
+            mono,
+            next: mono + Duration::from_secs(1),
         }
     }
 
     fn wall(&mut self, t: Instant) -> SystemTime {
-        if self.mono.elapsed() >= Duration::from_secs(1) {
+        if t >= self.next {
             *self = WallClock::new();
         }
         match t.checked_duration_since(self.mono) {
