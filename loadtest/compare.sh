@@ -5,7 +5,7 @@
 #   loadtest/compare.sh [--driver auto|uring|epoll] [--no-build]
 #   env: DURATION=10 CONNECTIONS=64 THREADS=2 ROUNDS=1 WARMUP=2 KEEP_TMP=0
 #        NGINX_TEMPLATE=loadtest/nginx.conf.template
-#        BERRY_EXTRA_TOML='[observability]\naccess_log = "off"' (appended to Berry's config)
+#        BERRY_EXTRA_TOML='[observability]\naccess_log = "stdout"' (appended to Berry's config)
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -192,8 +192,9 @@ model = "mock-model"
 name = "Load test"
 token = "$TOKEN"
 EOF
-# Metrics are on and the access log goes to berry.log unless BERRY_EXTRA_TOML says otherwise.
-printf '%b\n' "${BERRY_EXTRA_TOML:-}" >>"$TMP/berry.toml"
+# Like the nginx config (no access log), Berry runs without its access log; its metrics stay
+# on, as by default. BERRY_EXTRA_TOML replaces this table, e.g. to turn the access log on.
+printf '%b\n' "${BERRY_EXTRA_TOML:-[observability]\naccess_log = \"off\"}" >>"$TMP/berry.toml"
 BERRY_ARGS=(serve --config "$TMP/berry.toml" --workers 2)
 [[ -n $DRIVER ]] && BERRY_ARGS+=(--driver "$DRIVER")
 "$BERRY" "${BERRY_ARGS[@]}" >"$TMP/berry.log" 2>&1 &
