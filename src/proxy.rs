@@ -453,6 +453,7 @@ async fn forward(
             head_at,
             strip_usage: p.usage_edit.is_some(),
             // Tokens are only looked for when someone (metrics, access log) will read them.
+            client_error: status_class == OutcomeClass::ClientError,
             scan_usage: (200..300).contains(&head.status)
                 && (shard.telemetry.metrics.is_some() || shard.telemetry.access.is_some()),
             tally,
@@ -472,7 +473,12 @@ async fn forward(
             }
             Ok(done) => {
                 attempt.first_byte_at = done.first_byte_at;
-                attempt.finish(config, status_class, head_at, retry_after);
+                let class = if done.model_error {
+                    OutcomeClass::ModelError
+                } else {
+                    status_class
+                };
+                attempt.finish(config, class, head_at, retry_after);
                 return done.keep_alive;
             }
             Err(e) => {

@@ -34,6 +34,9 @@ pub struct Relayed {
     pub keep_alive: bool,
     /// The upstream failed after the first byte (broken, stalled, or no `[DONE]`).
     pub upstream_broke: bool,
+    /// A 4xx whose OpenAI error `code` says the backend does not serve the model Berry asked
+    /// for: the backend's fault (a config error), not the client's.
+    pub model_error: bool,
     /// When a stream's first event went to the client (its time to first token); `None` for
     /// answers sent whole, whose first byte follows the head at once.
     pub first_byte_at: Option<Instant>,
@@ -44,6 +47,7 @@ impl Relayed {
         Relayed {
             keep_alive,
             upstream_broke: false,
+            model_error: false,
             first_byte_at: None,
         }
     }
@@ -72,6 +76,8 @@ pub struct RelayCtx<'a> {
     pub strip_usage: bool,
     /// Look for `usage` in the body (2xx answers only).
     pub scan_usage: bool,
+    /// The status is a client-class 4xx: look for a model error code in a buffered body.
+    pub client_error: bool,
     pub tally: &'a Tally,
 }
 
@@ -187,10 +193,27 @@ async fn relay_buffered(
     if ctx.scan_usage {
         ctx.tally.usage.set(usage::find(body));
     }
+    let model_error = ctx.client_error && says_model_not_served(body);
     w.out.extend_from_slice(body);
     conn.consume(start + n);
     release(shard, ctx.provider, conn, reusable);
-    Ok(Relayed::done(w.flush().await.is_ok() && keep_alive))
+    Ok(Relayed {
+        model_error,
+        ..Relayed::done(w.flush().await.is_ok() && keep_alive)
+    })
+}
+
+/// Does this (small, 4xx) error body carry an OpenAI error code meaning "no such model"?
+/// Parsed properly: error answers are rare and short.
+fn says_model_not_served(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let code = v["error"]["code"].as_str();
+    crate::balance::outcome::refine_with_error_code(
+        crate::balance::outcome::OutcomeClass::ClientError,
+        code,
+    ) == crate::balance::outcome::OutcomeClass::ModelError
 }
 
 async fn relay_stream(
@@ -410,6 +433,7 @@ async fn broken(
     Ok(Relayed {
         keep_alive: false,
         upstream_broke: true,
+        model_error: false,
         first_byte_at: None,
     })
 }

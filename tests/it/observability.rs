@@ -708,3 +708,49 @@ fn access_log_lines_and_no_secrets_anywhere() {
     assert_eq!(l["status"], 400);
     assert_eq!(l["error"], "invalid_json");
 }
+
+/// An upstream that says it does not serve the model Berry asked for is blamed (model_error,
+/// counted against its health); any other 4xx stays the client's.
+#[test]
+fn model_not_found_from_upstream_is_the_backends_fault() {
+    let up = upstream(|seen| {
+        if seen.body.windows(7).any(|w| w == b"missing") {
+            json_reply(
+                404,
+                r#"{"error":{"message":"no such model","type":"invalid_request_error","code":"model_not_found"}}"#,
+            )
+        } else {
+            json_reply(
+                400,
+                r#"{"error":{"message":"bad","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+            )
+        }
+    });
+    let gw = gateway(&config(up.addr, dead_addr(), ""), DriverChoice::Auto);
+    let path = "/v1/chat/completions";
+    let r = send_raw(gw.addr, &post(path, &chat("gpt-test", r#","user":"missing""#)));
+    assert_eq!(r.status, 404, "the upstream's answer is relayed");
+    assert!(r.text().contains("model_not_found"));
+    let r = send_raw(gw.addr, &post(path, &chat("gpt-test", "")));
+    assert_eq!(r.status, 400);
+    let outcome = |s: &Samples, o| {
+        sample(
+            s,
+            "berry_upstream_attempts_total",
+            &[("model", "gpt-test"), ("backend", "good"), ("outcome", o)],
+        )
+    };
+    let (text, s) = scrape_until(gw.addr, |s| {
+        outcome(s, "model_error") + outcome(s, "client_error") >= 2.0
+    });
+    assert_eq!(outcome(&s, "model_error"), 1.0, "{text}");
+    assert_eq!(outcome(&s, "client_error"), 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &s,
+            "berry_api_backend_error_count_total",
+            &[("backend", "good")]
+        ),
+        1.0
+    );
+}
