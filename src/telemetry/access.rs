@@ -293,3 +293,128 @@ pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime)
     }
     out.push(b'\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{Route, Usage};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn config() -> Config {
+        crate::config::load_str(
+            r#"
+[providers.p]
+name = "P"
+base_url = "http://127.0.0.1:1"
+api_key = "sk-p-0123456789"
+models = ["m"]
+[models.m]
+name = "model\"quoted\""
+[[models.m.backends]]
+provider = "p"
+model = "m"
+[users.u]
+name = "U"
+token = "tok-u-0123456789abcdef"
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn record(event: RequestEvent) -> Record {
+        Record {
+            end: Instant::now(),
+            request_id: "id-with-\"quote\\".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn json_line_is_valid_json_with_every_field() {
+        let c = config();
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let r = record(RequestEvent {
+            route: Route::ChatCompletions,
+            status: 200,
+            upstream_status: 200,
+            model: 0,
+            backend: 0,
+            user: 0,
+            attempts: 2,
+            stream: true,
+            duration_us: 12_345,
+            ttfb_us: 2_000,
+            upstream_us: 12_000,
+            bytes_in: 10,
+            bytes_out: 20,
+            usage: Some(Usage {
+                prompt: 9,
+                completion: 4,
+            }),
+            ..RequestEvent::default()
+        });
+        let mut out = Vec::new();
+        json_line(&mut out, &c, &r, at);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(v["request_id"], "id-with-\"quote\\");
+        assert_eq!(v["model"], "model\"quoted\"");
+        assert_eq!(
+            (v["user"].clone(), v["backend"].clone()),
+            ("u".into(), "p".into())
+        );
+        assert_eq!(v["duration_ms"].as_f64(), Some(12.345));
+        assert_eq!(v["overhead_ms"].as_f64(), Some(0.345));
+        assert_eq!(
+            (v["prompt_tokens"].clone(), v["completion_tokens"].clone()),
+            (9.into(), 4.into())
+        );
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["error"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn refused_request_has_nulls_and_an_error_code() {
+        let c = config();
+        let r = record(RequestEvent {
+            status: 401,
+            error: Some(crate::error::ErrorKind::Unauthorized),
+            ..RequestEvent::default()
+        });
+        let mut out = Vec::new();
+        json_line(&mut out, &c, &r, SystemTime::now());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for k in [
+            "user",
+            "model",
+            "backend",
+            "upstream_status",
+            "prompt_tokens",
+        ] {
+            assert_eq!(v[k], serde_json::Value::Null, "{k}");
+        }
+        assert_eq!(v["error"], "invalid_api_key");
+        let mut text = Vec::new();
+        text_line(&mut text, &c, &r, SystemTime::now());
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains(" 401 POST other "), "{text}");
+        assert!(text.contains("user=- model=- backend=-"), "{text}");
+        assert!(text.trim_end().ends_with("error=invalid_api_key"), "{text}");
+    }
+
+    #[test]
+    fn wall_clock_follows_the_monotonic_clock() {
+        let mut c = WallClock::new();
+        let base = c.mono;
+        let later = c.wall(base + Duration::from_millis(250));
+        assert_eq!(
+            later.duration_since(c.wall).unwrap(),
+            Duration::from_millis(250)
+        );
+        let earlier = c.wall(base - Duration::from_millis(5).min(base.elapsed()));
+        assert!(earlier <= c.wall);
+    }
+}

@@ -728,7 +728,10 @@ fn model_not_found_from_upstream_is_the_backends_fault() {
     });
     let gw = gateway(&config(up.addr, dead_addr(), ""), DriverChoice::Auto);
     let path = "/v1/chat/completions";
-    let r = send_raw(gw.addr, &post(path, &chat("gpt-test", r#","user":"missing""#)));
+    let r = send_raw(
+        gw.addr,
+        &post(path, &chat("gpt-test", r#","user":"missing""#)),
+    );
     assert_eq!(r.status, 404, "the upstream's answer is relayed");
     assert!(r.text().contains("model_not_found"));
     let r = send_raw(gw.addr, &post(path, &chat("gpt-test", "")));
@@ -753,4 +756,38 @@ fn model_not_found_from_upstream_is_the_backends_fault() {
         ),
         1.0
     );
+}
+
+/// A client that leaves before any byte of its answer is counted as 499, and the upstream
+/// attempt it abandoned blames nobody.
+#[test]
+fn a_client_that_leaves_first_is_a_499() {
+    let up = upstream(|_| Reply::Hang(Duration::from_secs(3)));
+    let gw = gateway(&config(up.addr, dead_addr(), ""), DriverChoice::Auto);
+    {
+        use std::io::Write;
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(&post("/v1/chat/completions", &chat("gpt-test", "")))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while up.count() == 0 {
+            assert!(Instant::now() < deadline, "the request never reached upstream");
+            thread::sleep(Duration::from_millis(10));
+        }
+    } // dropped: the client is gone while the upstream is still thinking
+    let labels = [
+        ("method", "POST"),
+        ("endpoint", "/v1/chat/completions"),
+        ("status", "499"),
+    ];
+    let (text, s) = scrape_until(gw.addr, |s| {
+        sample(s, "berry_api_http_requests_total", &labels) >= 1.0
+    });
+    assert_eq!(sample(&s, "berry_api_http_requests_total", &labels), 1.0);
+    let attempts: f64 = s
+        .iter()
+        .filter(|((name, _), _)| name == "berry_upstream_attempts_total")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(attempts, 0.0, "an abandoned attempt has no outcome:\n{text}");
 }
