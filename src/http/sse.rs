@@ -29,17 +29,39 @@ pub fn last_event_end(buf: &[u8]) -> Option<usize> {
             // Second half of a CRLF, already handled with its CR.
             continue;
         }
-        let terminator_end = if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') {
-            i + 2
-        } else {
-            i + 1
-        };
+        let terminator_end = terminator_end(buf, i);
         if i == line_start {
             last_end = Some(terminator_end);
         }
         line_start = terminator_end;
     }
     last_end
+}
+
+/// End (exclusive) of the first complete event in `buf`, by the same rules as
+/// [`last_event_end`]: for walking events one by one.
+pub fn first_event_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
+        if buf[i] == b'\n' && i > 0 && buf[i - 1] == b'\r' {
+            continue;
+        }
+        let end = terminator_end(buf, i);
+        if i == line_start {
+            return Some(end);
+        }
+        line_start = end;
+    }
+    None
+}
+
+/// Offset just after the line terminator starting at `i` (CRLF, LF or a lone CR).
+fn terminator_end(buf: &[u8], i: usize) -> usize {
+    if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') {
+        i + 2
+    } else {
+        i + 1
+    }
 }
 
 #[cfg(test)]
@@ -53,6 +75,14 @@ mod tests {
             "input {:?}",
             String::from_utf8_lossy(input)
         );
+    }
+
+    #[test]
+    fn first_event_end_walks_events() {
+        let buf = b"data: a\r\n\r\ndata: b\n\ndata: c";
+        assert_eq!(first_event_end(buf), Some(11));
+        assert_eq!(first_event_end(&buf[11..]), Some(9));
+        assert_eq!(first_event_end(&buf[20..]), None);
     }
 
     #[test]

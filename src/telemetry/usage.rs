@@ -124,7 +124,8 @@ pub fn strip_usage_chunk(events: &[u8], out: &mut Vec<u8>) -> Option<Usage> {
     let mut found = None;
     let mut start = 0;
     while start < events.len() {
-        let end = start + next_event_end(&events[start..]).unwrap_or(events.len() - start);
+        let end = start
+            + crate::http::sse::first_event_end(&events[start..]).unwrap_or(events.len() - start);
         let event = &events[start..end];
         match find(event) {
             Some(u) if has_empty_choices(event) => found = Some(u),
@@ -149,26 +150,6 @@ fn has_empty_choices(event: &[u8]) -> bool {
         let i = skip_ws(rest, i + 1);
         rest.get(i) == Some(&b'[') && rest.get(skip_ws(rest, i + 1)) == Some(&b']')
     })
-}
-
-/// End (exclusive) of the first complete SSE event in `buf`: just past its blank line.
-fn next_event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
-        if buf[i] == b'\n' && i > 0 && buf[i - 1] == b'\r' {
-            continue;
-        }
-        let end = if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') {
-            i + 2
-        } else {
-            i + 1
-        };
-        if i == line_start {
-            return Some(end);
-        }
-        line_start = end;
-    }
-    None
 }
 
 #[cfg(test)]

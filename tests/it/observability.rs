@@ -771,7 +771,10 @@ fn a_client_that_leaves_first_is_a_499() {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while up.count() == 0 {
-            assert!(Instant::now() < deadline, "the request never reached upstream");
+            assert!(
+                Instant::now() < deadline,
+                "the request never reached upstream"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     } // dropped: the client is gone while the upstream is still thinking
@@ -789,5 +792,8 @@ fn a_client_that_leaves_first_is_a_499() {
         .filter(|((name, _), _)| name == "berry_upstream_attempts_total")
         .map(|(_, v)| v)
         .sum();
-    assert_eq!(attempts, 0.0, "an abandoned attempt has no outcome:\n{text}");
+    assert_eq!(
+        attempts, 0.0,
+        "an abandoned attempt has no outcome:\n{text}"
+    );
 }
