@@ -95,7 +95,14 @@ pub async fn handle(
     let in_flight = InFlight::enter(&shard.inflight_by_route[path as usize]);
     let (keep_alive, request_id) = answer(shard, routes, c, head, path, started, &tally).await;
     drop(in_flight);
-    tally.finish(shard, route, started, request_id, c.w.sent - sent_before);
+    tally.finish(
+        shard,
+        route,
+        started,
+        request_id,
+        c.w.sent - sent_before,
+        c.peer,
+    );
     keep_alive
 }
 

@@ -5,6 +5,7 @@
 //! either has ended.
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
@@ -44,6 +45,7 @@ impl Tally {
         started: Instant,
         request_id: String,
         bytes_out: u64,
+        peer: Option<IpAddr>,
     ) {
         if shard.telemetry.metrics.is_none() && shard.telemetry.access.is_none() {
             return;
@@ -79,12 +81,18 @@ impl Tally {
             bytes_out,
             usage: self.usage.get(),
         };
-        record(shard, event, request_id, end);
+        record(shard, event, request_id, end, peer);
     }
 }
 
 /// Hands a finished request to the metrics pipeline and the access log.
-pub fn record(shard: &Shard, event: RequestEvent, request_id: String, end: Instant) {
+pub fn record(
+    shard: &Shard,
+    event: RequestEvent,
+    request_id: String,
+    end: Instant,
+    client: Option<IpAddr>,
+) {
     if shard.telemetry.metrics.is_some() {
         shard.recorder.borrow_mut().request(event);
     }
@@ -92,6 +100,7 @@ pub fn record(shard: &Shard, event: RequestEvent, request_id: String, end: Insta
         let mut batch = shard.access_batch.borrow_mut();
         batch.push(Record {
             end,
+            client,
             request_id,
             event,
         });

@@ -41,6 +41,8 @@ pub struct ClientWriter {
 pub struct Client {
     pub r: ClientReader,
     pub w: ClientWriter,
+    /// The client's address, for the access log.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl ClientReader {
@@ -114,7 +116,8 @@ impl Drop for Gauge<'_> {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = Gauge::enter(&shard.conns_open);
     let _ = stream.set_nodelay(true);
-    let loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let loopback = peer.is_some_and(|ip| ip.is_loopback());
     let routes = shard.routes();
     let limits = routes.config.server.clone();
     drop(routes);
@@ -130,6 +133,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             out: Vec::with_capacity(CONN_BUF_BYTES),
             sent: 0,
         },
+        peer,
     };
     if shard.conns_open.get() > limits.connections_per_shard_max {
         let err = GatewayError::new(ErrorKind::Overloaded, "too many connections; retry shortly");
@@ -169,7 +173,7 @@ async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
         bytes_out: c.w.sent,
         ..RequestEvent::default()
     };
-    crate::proxy::tally::record(shard, event, String::new(), Instant::now());
+    crate::proxy::tally::record(shard, event, String::new(), Instant::now(), c.peer);
 }
 
 /// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
@@ -320,7 +324,7 @@ async fn answer_local(
         bytes_out: c.w.sent - sent_before,
         ..local_event(route_of(local), &head, status, error, started)
     };
-    crate::proxy::tally::record(shard, event, request_id, Instant::now());
+    crate::proxy::tally::record(shard, event, request_id, Instant::now(), c.peer);
     keep
 }
 
@@ -342,7 +346,7 @@ async fn refuse(
         bytes_out: c.w.sent - sent_before,
         ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
     };
-    crate::proxy::tally::record(shard, event, String::new(), Instant::now());
+    crate::proxy::tally::record(shard, event, String::new(), Instant::now(), c.peer);
     keep
 }
 

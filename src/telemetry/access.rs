@@ -39,6 +39,8 @@ pub struct Record {
     /// When the request ended; the writer turns it into wall-clock time, so shards read only
     /// the monotonic clock they read anyway.
     pub end: Instant,
+    /// The client's address.
+    pub client: Option<std::net::IpAddr>,
     pub request_id: String,
     pub event: RequestEvent,
 }
@@ -194,7 +196,15 @@ pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime)
     let n = names(config, e);
     out.extend_from_slice(b"{\"time\":\"");
     crate::logging::write_rfc3339(out, at);
-    out.extend_from_slice(b"\",\"request_id\":");
+    out.extend_from_slice(b"\",\"client\":");
+    match r.client {
+        Some(ip) => {
+            use std::io::Write as _;
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"request_id\":");
     write_json_string(out, &r.request_id);
     for (key, value) in [("user", n.user), ("model", n.model), ("backend", n.backend)] {
         out.extend_from_slice(b",\"");
@@ -267,9 +277,10 @@ pub fn text_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime)
     let ms = |us: u32| f64::from(us) / 1000.0;
     let _ = write!(
         out,
-        "{} {} {} {} id={} user={} model={} backend={} attempts={} stream={} \
+        "{} {} {} {} {} id={} user={} model={} backend={} attempts={} stream={} \
          duration_ms={:.3} ttfb_ms={:.3} upstream_ms={:.3} bytes_in={} bytes_out={}",
         crate::logging::rfc3339(at),
+        r.client.map_or("-".to_string(), |ip| ip.to_string()),
         e.status,
         if e.get { "GET" } else { "POST" },
         e.route.label(),
@@ -325,6 +336,7 @@ token = "tok-u-0123456789abcdef"
     fn record(event: RequestEvent) -> Record {
         Record {
             end: Instant::now(),
+            client: Some("10.1.2.3".parse().unwrap()),
             request_id: "id-with-\"quote\\".into(),
             event,
         }
@@ -360,6 +372,7 @@ token = "tok-u-0123456789abcdef"
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
         assert_eq!(v["request_id"], "id-with-\"quote\\");
+        assert_eq!(v["client"], "10.1.2.3");
         assert_eq!(v["model"], "model\"quoted\"");
         assert_eq!(
             (v["user"].clone(), v["backend"].clone()),
@@ -400,7 +413,7 @@ token = "tok-u-0123456789abcdef"
         let mut text = Vec::new();
         text_line(&mut text, &c, &r, SystemTime::now());
         let text = String::from_utf8(text).unwrap();
-        assert!(text.contains(" 401 POST other "), "{text}");
+        assert!(text.contains(" 10.1.2.3 401 POST other "), "{text}");
         assert!(text.contains("user=- model=- backend=-"), "{text}");
         assert!(text.trim_end().ends_with("error=invalid_api_key"), "{text}");
     }

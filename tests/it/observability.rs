@@ -670,6 +670,7 @@ fn access_log_lines_and_no_secrets_anywhere() {
     };
     let l = line(&ids[0]);
     assert_eq!(l["status"], 200);
+    assert_eq!(l["client"], "127.0.0.1");
     assert_eq!(l["user"], "alice");
     assert_eq!(l["model"], "gpt-test");
     assert_eq!(l["backend"], "good");
