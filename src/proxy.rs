@@ -118,7 +118,7 @@ async fn answer(
 ) -> (bool, String) {
     let request_id = request_id(shard, &head, &c.r.buf);
     tally.bytes_in.set(head.head_len as u64);
-    let mut prepared = match prepare(routes, c, &head, path, started, tally).await {
+    let mut prepared = match prepare(shard, routes, c, &head, path, started, tally).await {
         Ok(p) => p,
         Err(mut refusal) => {
             let Some(err) = refusal.err.take() else {
@@ -149,12 +149,17 @@ async fn answer(
     // against the client watch (measured: memmem was the largest user-space cost).
     let forward = Box::pin(forward(shard, routes, &mut c.w, &prepared, tally));
     let keep = watch_client(&mut c.r, forward).await.unwrap_or(false);
+    shard.give_bufs([
+        std::mem::take(&mut prepared.body),
+        std::mem::take(&mut prepared.forwarded),
+    ]);
     (keep, std::mem::take(&mut prepared.request_id))
 }
 
 /// Every check that needs no upstream, cheapest first; nothing is spent on a request that
 /// fails one. On success the request's bytes are consumed from the connection buffer.
 async fn prepare<'r>(
+    shard: &Shard,
     routes: &'r Routes,
     c: &mut Client,
     head: &RequestHead,
@@ -193,7 +198,7 @@ async fn prepare<'r>(
         c.w.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         c.w.flush().await.map_err(|_| gone())?;
     }
-    let mut body = Vec::new();
+    let mut body = shard.take_buf(0);
     let raw = match body::read(&mut c.r, head, limits, &mut body).await {
         Ok(raw) => raw,
         Err(err) => {
@@ -204,7 +209,7 @@ async fn prepare<'r>(
             })
         }
     };
-    let forwarded = forwarded_headers(head, &c.r.buf, routes);
+    let forwarded = forwarded_headers(head, &c.r.buf, routes, shard.take_buf(256));
     let forced_header = head
         .header(&c.r.buf, "x-berry-backend")
         .map(|v| String::from_utf8_lossy(v).into_owned());
@@ -310,11 +315,12 @@ async fn forward(
     let mut last: Option<GatewayError> = None;
     // The backend that failed last and how, reported as a failover if another is tried.
     let mut failed: Option<(usize, OutcomeClass)> = None;
-    let mut req = Vec::with_capacity(1024 + p.body.len());
-    let mut scratch = Vec::with_capacity(64 + p.body.len());
+    let mut req = shard.take_buf(1024 + p.body.len());
+    let mut scratch = shard.take_buf(64 + p.body.len());
     while tried.len() < attempts_max {
+        let now = Instant::now();
         // Past the deadline no backend is contacted, so none is charged for it.
-        if let Err(e) = exchange::left(deadline) {
+        if let Err(e) = exchange::left_at(deadline, now) {
             last = Some(e);
             break;
         }
@@ -323,7 +329,6 @@ async fn forward(
             tried: &tried,
             provider: p.forced_provider,
         };
-        let now = Instant::now();
         // Borrowed, not cloned: the `Arc` is shared by every shard, and touching its count per
         // request would bounce a cache line between cores.
         let choice = {
@@ -476,6 +481,7 @@ async fn forward(
                     Instant::now(),
                     None,
                 );
+                shard.give_bufs([req, scratch]);
                 return done.keep_alive;
             }
             Ok(done) => {
@@ -486,6 +492,7 @@ async fn forward(
                     status_class
                 };
                 attempt.finish(config, class, head_at, retry_after);
+                shard.give_bufs([req, scratch]);
                 return done.keep_alive;
             }
             Err(e) => {
@@ -510,6 +517,7 @@ async fn forward(
     let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
     tally.status.set(err.status());
     tally.error.set(Some(err.kind));
+    shard.give_bufs([req, scratch]);
     respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
     w.flush().await.is_ok() && keep_alive
 }

@@ -74,9 +74,34 @@ pub struct Shard {
     pub telemetry: ShardTelemetry,
     /// Access-log lines not yet handed to the writer thread.
     pub access_batch: RefCell<Vec<crate::telemetry::access::Record>>,
+    /// Request buffers kept between requests (two per request in flight at most), so the
+    /// upstream request and its rewritten body are not allocated anew each time.
+    spare_bufs: RefCell<Vec<Vec<u8>>>,
 }
 
+/// Spare buffers kept per shard, and the largest one kept (bigger ones are freed).
+const SPARE_BUFS_MAX: usize = 256;
+const SPARE_BUF_BYTES_MAX: usize = 64 * 1024;
+
 impl Shard {
+    /// An empty buffer with at least `capacity`, reused when one is spare.
+    pub fn take_buf(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.spare_bufs.borrow_mut().pop().unwrap_or_default();
+        b.reserve(capacity);
+        b
+    }
+
+    /// Returns buffers for reuse.
+    pub fn give_bufs<const N: usize>(&self, bufs: [Vec<u8>; N]) {
+        let mut spare = self.spare_bufs.borrow_mut();
+        for mut b in bufs {
+            if spare.len() < SPARE_BUFS_MAX && b.capacity() <= SPARE_BUF_BYTES_MAX {
+                b.clear();
+                spare.push(b);
+            }
+        }
+    }
+
     /// Hands the collected access-log lines to the writer.
     pub fn flush_access_log(&self) {
         if let Some(log) = &self.telemetry.access {
@@ -139,6 +164,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         inflight_by_route: Default::default(),
         telemetry: init.telemetry.clone(),
         access_batch: RefCell::new(Vec::new()),
+        spare_bufs: RefCell::new(Vec::new()),
     });
     let accept_stop = Rc::new(RefCell::new(Some(Canceller::new())));
     monoio::spawn(ticker(

@@ -63,7 +63,12 @@ pub(super) fn build_request(
 /// act as someone else upstream (a bad one would also make the upstream answer 401 and open
 /// the backend's circuit for everyone), any header a provider sets itself, and
 /// `accept-encoding` (Berry reads the bodies it relays: SSE framing, `[DONE]`, usage).
-pub(super) fn forwarded_headers(head: &RequestHead, buf: &[u8], routes: &Routes) -> Vec<u8> {
+pub(super) fn forwarded_headers(
+    head: &RequestHead,
+    buf: &[u8],
+    routes: &Routes,
+    mut out: Vec<u8>,
+) -> Vec<u8> {
     const OWNED: [&[u8]; 15] = [
         b"host",
         b"authorization",
@@ -82,7 +87,7 @@ pub(super) fn forwarded_headers(head: &RequestHead, buf: &[u8], routes: &Routes)
         b"anthropic-beta",
     ];
     let listed = head.header(buf, "connection");
-    let mut out = Vec::with_capacity(256);
+    out.clear();
     let mut has_content_type = false;
     for h in &head.headers {
         let name = &buf[h.name.clone()];

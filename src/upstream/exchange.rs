@@ -110,8 +110,13 @@ pub async fn send(
 
 /// Time left before `deadline`, or the total-timeout error.
 pub fn left(deadline: Instant) -> Result<Duration, GatewayError> {
+    left_at(deadline, Instant::now())
+}
+
+/// As [`left`], with the caller's clock reading.
+pub fn left_at(deadline: Instant, now: Instant) -> Result<Duration, GatewayError> {
     deadline
-        .checked_duration_since(Instant::now())
+        .checked_duration_since(now)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
             GatewayError::upstream(
