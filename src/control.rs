@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::health::book::HealthBook;
 use crate::health::probe::{self, ProbeResult};
-use crate::health::report::ShardReport;
+use crate::health::report::{ReportBuffers, ShardReport};
 use crate::health::snapshot::Snapshot;
 use crate::routes::{resolve_all, AddressTable, Routes};
 use crate::runtime::Shutdown;
@@ -40,6 +40,8 @@ pub enum ShardMsg {
     Addresses(Arc<AddressTable>),
     /// The latest health snapshot.
     Snapshot(Arc<Snapshot>),
+    /// A folded report's buffers, for the shard's next report.
+    Recycle(ReportBuffers),
 }
 
 pub fn spawn(
@@ -62,6 +64,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("berry-control".into())
         .spawn(move || {
+            crate::runtime::background_priority();
             let settings = &routes.config.settings;
             let mut book = HealthBook::new(routes.config.clone(), shards.len(), Instant::now());
             let mut next_snapshot = Instant::now();
@@ -83,9 +86,11 @@ pub fn spawn(
                 match reports.recv_timeout(wait) {
                     Ok(report) => {
                         fold(&mut book, &mut exporter, &report);
+                        recycle(&shards, report);
                         // Drain what else is queued before publishing: one snapshot per burst.
                         while let Ok(more) = reports.try_recv() {
                             fold(&mut book, &mut exporter, &more);
+                            recycle(&shards, more);
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -138,6 +143,13 @@ fn refresh(table: &mut AddressTable, fresh: AddressTable) -> bool {
         }
     }
     changed
+}
+
+/// Sends a folded report's buffers back to its shard (dropped if its inbox is full).
+fn recycle(shards: &[Sender<ShardMsg>], report: ShardReport) {
+    if let Some(s) = shards.get(report.shard) {
+        let _ = s.try_send(ShardMsg::Recycle(report.into_buffers()));
+    }
 }
 
 /// Sends to every shard without blocking: a full inbox means the shard is stuck; addresses are

@@ -64,7 +64,10 @@ pub fn init() {
         set_filter(&spec);
         let _ = std::thread::Builder::new()
             .name("berry-log".into())
-            .spawn(move || writer(rx));
+            .spawn(move || {
+                crate::runtime::background_priority();
+                writer(rx)
+            });
     }
 }
 

@@ -127,6 +127,7 @@ impl Shard {
         match msg {
             ShardMsg::Addresses(table) => *self.addresses.borrow_mut() = table,
             ShardMsg::Snapshot(snap) => *self.snapshot.borrow_mut() = snap,
+            ShardMsg::Recycle(bufs) => self.recorder.borrow_mut().recycle(bufs),
         }
     }
 }

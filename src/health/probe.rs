@@ -43,6 +43,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("berry-probe".into())
         .spawn(move || {
+            crate::runtime::background_priority();
             let settings = &routes.config.settings;
             let mut next = Instant::now() + settings.health_check_interval;
             let mut table = addresses.as_ref().clone();

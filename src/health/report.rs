@@ -98,6 +98,33 @@ pub struct Recorder {
     pub deltas: Deltas,
     pub dropped_events: u64,
     pub dropped_reports: u64,
+    /// Buffers of a folded report, sent back by the control thread.
+    spare: Option<ReportBuffers>,
+}
+
+/// The event buffers of a report, emptied, on their way back to their shard.
+#[derive(Default)]
+pub struct ReportBuffers {
+    events: Option<Vec<OutcomeEvent>>,
+    requests: Option<Vec<RequestEvent>>,
+    connects: Option<Vec<ConnectEvent>>,
+    failovers: Option<Vec<FailoverEvent>>,
+}
+
+impl ShardReport {
+    /// Empties the report's event buffers for reuse by the shard that sent it.
+    pub fn into_buffers(self) -> ReportBuffers {
+        fn empty<T>(mut v: Vec<T>) -> Option<Vec<T>> {
+            v.clear();
+            Some(v)
+        }
+        ReportBuffers {
+            events: empty(self.events),
+            requests: empty(self.requests),
+            connects: empty(self.connects),
+            failovers: empty(self.failovers),
+        }
+    }
 }
 
 impl Recorder {
@@ -132,22 +159,31 @@ impl Recorder {
         inflight: Vec<Vec<u32>>,
         gauges: ShardGauges,
     ) -> ShardReport {
-        fn take_vec<T>(v: &mut Vec<T>) -> Vec<T> {
+        /// The recorded items, replaced by a returned buffer when there is one: a fresh
+        /// allocation of this size would page-fault on the shard every report.
+        fn take_vec<T>(v: &mut Vec<T>, spare: Option<Vec<T>>) -> Vec<T> {
             let keep = v.len();
-            std::mem::replace(v, Vec::with_capacity(keep))
+            let next = spare.unwrap_or_else(|| Vec::with_capacity(keep));
+            std::mem::replace(v, next)
         }
+        let spare = self.spare.take().unwrap_or_default();
         ShardReport {
             shard,
-            events: take_vec(&mut self.events),
+            events: take_vec(&mut self.events, spare.events),
             inflight,
             dropped_events: std::mem::take(&mut self.dropped_events),
             dropped_reports: std::mem::take(&mut self.dropped_reports),
-            requests: take_vec(&mut self.requests),
-            connects: take_vec(&mut self.connects),
-            failovers: take_vec(&mut self.failovers),
+            requests: take_vec(&mut self.requests, spare.requests),
+            connects: take_vec(&mut self.connects, spare.connects),
+            failovers: take_vec(&mut self.failovers, spare.failovers),
             deltas: std::mem::take(&mut self.deltas),
             gauges,
         }
+    }
+
+    /// Keeps the emptied buffers of a report the control thread has folded, for the next one.
+    pub fn recycle(&mut self, bufs: ReportBuffers) {
+        self.spare = Some(bufs);
     }
 
     /// Takes back a report that could not be sent: its contents go ahead of what was recorded

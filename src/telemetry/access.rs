@@ -97,7 +97,10 @@ pub fn start(config: Arc<Config>) -> io::Result<Option<AccessLog>> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES_MAX);
     std::thread::Builder::new()
         .name("berry-access".into())
-        .spawn(move || writer(rx, out, &config, format))?;
+        .spawn(move || {
+            crate::runtime::background_priority();
+            writer(rx, out, &config, format)
+        })?;
     Ok(Some(AccessLog {
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
