@@ -472,11 +472,22 @@ async fn forward(
         };
         match relay::relay(shard, w, conn, head, &ctx).await {
             Ok(done) if done.upstream_broke => {
-                tally.error.set(Some(ErrorKind::UpstreamFailed));
+                tally.error.set(Some(if done.stalled {
+                    ErrorKind::UpstreamTimeout
+                } else {
+                    ErrorKind::UpstreamFailed
+                }));
                 // Broken mid-stream: a failure of the backend, timed by when its head arrived.
                 attempt.finish_with_latency(
                     config,
-                    classify(None, Some(TransportError::Io)),
+                    classify(
+                        None,
+                        Some(if done.stalled {
+                            TransportError::Timeout
+                        } else {
+                            TransportError::Io
+                        }),
+                    ),
                     head_at,
                     Instant::now(),
                     None,

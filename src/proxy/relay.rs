@@ -34,6 +34,8 @@ pub struct Relayed {
     pub keep_alive: bool,
     /// The upstream failed after the first byte (broken, stalled, or no `[DONE]`).
     pub upstream_broke: bool,
+    /// It broke by going silent (idle or total timeout) rather than by closing or garbling.
+    pub stalled: bool,
     /// A 4xx whose OpenAI error `code` says the backend does not serve the model Berry asked
     /// for: the backend's fault (a config error), not the client's.
     pub model_error: bool,
@@ -47,6 +49,7 @@ impl Relayed {
         Relayed {
             keep_alive,
             upstream_broke: false,
+            stalled: false,
             model_error: false,
             first_byte_at: None,
         }
@@ -420,6 +423,7 @@ async fn broken(
         w.out.clear();
         return Err(brk.into_error(true));
     }
+    let stalled = matches!(brk, Break::Stalled(_) | Break::TotalTimeout);
     let err = brk.into_error(false);
     log::warn!("stream broken after its first byte: {}", err.message);
     if plan.sse {
@@ -433,6 +437,7 @@ async fn broken(
     Ok(Relayed {
         keep_alive: false,
         upstream_broke: true,
+        stalled,
         model_error: false,
         first_byte_at: None,
     })

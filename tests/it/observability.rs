@@ -798,3 +798,43 @@ fn a_client_that_leaves_first_is_a_499() {
         "an abandoned attempt has no outcome:\n{text}"
     );
 }
+
+/// A stream that goes silent after its first event is a timeout of its backend (not a connect
+/// failure), and its access-log line says so.
+#[test]
+fn a_stream_that_stalls_counts_as_a_timeout() {
+    let up = upstream(|_| {
+        let mut first = SSE_HEAD.as_bytes().to_vec();
+        first.extend(chunk(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        ));
+        Reply::Paced(vec![first], Duration::from_secs(3))
+    });
+    let cfg = config(up.addr, dead_addr(), "").replace(
+        "max_retries = 2",
+        "max_retries = 2\nstream_idle_timeout_ms = 300",
+    );
+    let gw = gateway(&cfg, DriverChoice::Auto);
+    let r = send_raw(
+        gw.addr,
+        &post(
+            "/v1/chat/completions",
+            &chat("gpt-test", r#","stream":true"#),
+        ),
+    );
+    assert_eq!(r.status, 200);
+    assert!(!r.clean_end, "a stalled stream must not end cleanly");
+    let timeout = [
+        ("model", "gpt-test"),
+        ("backend", "good"),
+        ("outcome", "timeout"),
+    ];
+    let (text, s) = scrape_until(gw.addr, |s| {
+        sample(s, "berry_upstream_attempts_total", &timeout) >= 1.0
+    });
+    assert_eq!(
+        sample(&s, "berry_upstream_attempts_total", &timeout),
+        1.0,
+        "{text}"
+    );
+}
