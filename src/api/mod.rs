@@ -42,7 +42,11 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
         b"/health" => (Endpoint::Health, false),
         b"/v1/health" => (Endpoint::ShortHealth, false),
         b"/metrics" => (Endpoint::Metrics, false),
-        _ if admin::parse(path).is_some() => (Endpoint::Admin, false),
+        // The whole admin namespace: access is checked before the view is looked up, so an
+        // outsider cannot learn which views exist from 404 versus 401/403.
+        _ if path.starts_with(b"/admin/") || path.starts_with(b"/smart-ai/") => {
+            (Endpoint::Admin, false)
+        }
         _ => {
             let shown = String::from_utf8_lossy(&path[..path.len().min(200)]).into_owned();
             return Err(GatewayError::new(
@@ -198,6 +202,29 @@ mod tests {
             let basic = format!("authorization: Basic {ADMIN}\r\n");
             assert_eq!(access(&r, &basic, loopback), Err(401), "malformed");
         }
+    }
+
+    /// Outsiders get the same refusal for a view that exists and one that does not.
+    #[test]
+    fn unknown_admin_views_are_refused_before_they_are_looked_up() {
+        let r = routes("");
+        let snapshot = Snapshot::default();
+        let answer = |path: &str, loopback: bool| {
+            let raw = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+            let head = parse_request(raw.as_bytes(), 4096, 16).unwrap().unwrap();
+            let endpoint = route(head.method, head.path(raw.as_bytes())).unwrap();
+            let ctx = LocalCtx {
+                snapshot: &snapshot,
+                loopback,
+            };
+            local(&r, endpoint, &head, raw.as_bytes(), &ctx).map(|(status, _)| status)
+        };
+        let status = |res: Result<u16, GatewayError>| res.unwrap_or_else(|e| e.status());
+        assert_eq!(status(answer("/admin/backend-health", false)), 403);
+        assert_eq!(status(answer("/admin/secret-view", false)), 403);
+        assert_eq!(status(answer("/smart-ai/nope", false)), 403);
+        assert_eq!(status(answer("/admin/backend-health", true)), 200);
+        assert_eq!(status(answer("/admin/secret-view", true)), 404);
     }
 
     #[test]
