@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::config::DriverChoice;
 use crate::control::{self, ShardMsg};
@@ -179,6 +180,12 @@ pub fn start(
         metrics: telemetry.exporter.as_ref().map(Exporter::view),
         access: telemetry.access.clone(),
     };
+    // What shards route by before the control thread publishes (so an admin view or a pick in
+    // the first milliseconds sees every backend, not none).
+    let first_snapshot = Arc::new(
+        crate::health::book::HealthBook::new(config.clone(), listeners.len(), Instant::now())
+            .snapshot(Instant::now()),
+    );
     let (driver_tx, driver_rx) = mpsc::channel::<io::Result<DriverKind>>();
     let mut inboxes = Vec::with_capacity(listeners.len());
     // Bounded: a stalled control thread makes shards keep (and count) their events instead of
@@ -201,6 +208,7 @@ pub fn start(
             report_tx.clone(),
             shard_telemetry.clone(),
         );
+        let snapshot = first_snapshot.clone();
         let driver = opts.driver;
         let h = std::thread::Builder::new()
             .name(format!("berry-shard-{i}"))
@@ -216,6 +224,7 @@ pub fn start(
                     reports,
                     shutdown,
                     telemetry,
+                    snapshot,
                 };
                 run_on_driver(driver, &driver_tx, move || shard::run(ctx, listener));
             })?;

@@ -35,6 +35,9 @@ pub struct ShardInit {
     pub reports: Sender<ShardReport>,
     pub shutdown: Shutdown,
     pub telemetry: ShardTelemetry,
+    /// The snapshot to route by until the control thread's first one arrives: every backend
+    /// closed and healthy, as the control thread's book starts.
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// The shard's ends of the observability pipes.
@@ -153,7 +156,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         addresses: RefCell::new(init.addresses.clone()),
         pool: RefCell::new(pool),
         balance: RefCell::new(LocalBalance::new(&init.routes.config)),
-        snapshot: RefCell::new(Arc::new(Snapshot::default())),
+        snapshot: RefCell::new(init.snapshot.clone()),
         recorder: RefCell::new(Recorder::default()),
         rng: RefCell::new(fastrand::Rng::new()),
         conns_open: Cell::new(0),

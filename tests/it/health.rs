@@ -356,3 +356,19 @@ both_drivers! {
         assert_eq!(a_book["error_rate"], THRESHOLD as f64 / (2 + THRESHOLD) as f64, "{v}");
     }
 }
+
+/// Before the control thread's first snapshot reaches a shard (up to a shard tick after
+/// start), the shard already routes by a snapshot with every backend closed and healthy.
+#[test]
+fn a_fresh_gateway_shows_every_backend_at_once() {
+    let a = upstream(|_| json_reply(200, "{}"));
+    let b = upstream(|_| json_reply(200, "{}"));
+    let gw = gateway(
+        &config_two(a.addr, b.addr, ""),
+        berry::config::DriverChoice::Auto,
+    );
+    let v = get(&gw, "/admin/backend-health").json();
+    let backends = v["models"]["chat"]["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2, "{v}");
+    assert!(backends.iter().all(|b| b["is_healthy"] == true), "{v}");
+}
