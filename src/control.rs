@@ -34,6 +34,9 @@ pub struct Telemetry {
     pub access: Option<AccessLog>,
 }
 
+/// Messages a shard's inbox holds (it drains it every shard tick).
+pub const SHARD_INBOX: usize = 64;
+
 /// Everything a shard can be told.
 pub enum ShardMsg {
     /// Fresh upstream addresses, indexed like `Config.providers`.
@@ -147,7 +150,11 @@ fn refresh(table: &mut AddressTable, fresh: AddressTable) -> bool {
 
 /// Sends a folded report's buffers back to its shard (dropped if its inbox is full).
 fn recycle(shards: &[Sender<ShardMsg>], report: ShardReport) {
-    if let Some(s) = shards.get(report.shard) {
+    // Only into a half-empty inbox: snapshots and addresses must always find room.
+    if let Some(s) = shards
+        .get(report.shard)
+        .filter(|s| s.len() < SHARD_INBOX / 2)
+    {
         let _ = s.try_send(ShardMsg::Recycle(report.into_buffers()));
     }
 }

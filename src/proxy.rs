@@ -196,7 +196,10 @@ async fn prepare<'r>(
     };
     if head.expect_continue {
         c.w.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let before = c.w.sent;
         c.w.flush().await.map_err(|_| gone())?;
+        // Not part of the answer: a client that leaves after it got nothing else is a 499.
+        tally.interim_out.set(c.w.sent - before);
     }
     let mut body = shard.take_buf(0);
     let raw = match body::read(&mut c.r, head, limits, &mut body).await {

@@ -193,7 +193,7 @@ pub fn start(
     let (report_tx, report_rx) = crossbeam_channel::bounded(4 * listeners.len().max(1));
     let mut shards = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (tx, rx) = crossbeam_channel::bounded::<ShardMsg>(64);
+        let (tx, rx) = crossbeam_channel::bounded::<ShardMsg>(control::SHARD_INBOX);
         inboxes.push(tx);
         let core = if cores.is_empty() {
             None

@@ -24,6 +24,9 @@ use crate::upstream::conn::UpConn;
 use super::tally::Tally;
 use crate::telemetry::{micros, usage, write_server_timing};
 
+/// Bytes at the end of a streamed-through JSON body searched for its `usage` object.
+const USAGE_TAIL_BYTES: usize = 4096;
+
 /// Trailer bytes accepted after a chunked upstream body.
 const TRAILER_BYTES_MAX: usize = 16 * 1024;
 
@@ -247,6 +250,7 @@ async fn relay_events(
 ) -> Result<Relayed, GatewayError> {
     let mut pending: Vec<u8> = Vec::new();
     let mut stripped: Vec<u8> = Vec::new();
+    let mut usage_tail: Vec<u8> = Vec::new();
     let mut committed = false;
     let mut saw_done = false;
     let mut finished = false;
@@ -305,9 +309,23 @@ async fn relay_events(
                 }
                 frame(&mut w.out, plan.framing, &stripped);
             } else {
-                if ctx.scan_usage && !events.is_empty() {
-                    if let Some(u) = usage::find(events) {
-                        ctx.tally.usage.set(Some(u));
+                if ctx.scan_usage {
+                    if plan.sse && !events.is_empty() {
+                        // Whole events: a `usage` object never spans two of them.
+                        if let Some(u) = usage::find(events) {
+                            ctx.tally.usage.set(Some(u));
+                        }
+                    } else if !plan.sse {
+                        // A JSON body arrives in arbitrary pieces; its `usage` (at the end in
+                        // OpenAI's shape) may straddle two, so scan a tail of the body instead.
+                        usage_tail.extend_from_slice(events);
+                        let excess = usage_tail.len().saturating_sub(USAGE_TAIL_BYTES);
+                        usage_tail.drain(..excess);
+                        if finished {
+                            if let Some(u) = usage::find(&usage_tail) {
+                                ctx.tally.usage.set(Some(u));
+                            }
+                        }
                     }
                 }
                 frame(&mut w.out, plan.framing, events);

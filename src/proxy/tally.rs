@@ -30,6 +30,8 @@ pub struct Tally {
     pub first_byte: Cell<Option<Instant>>,
     pub usage: Cell<Option<Usage>>,
     pub bytes_in: Cell<u64>,
+    /// Bytes of interim responses (`100 Continue`) sent before the answer.
+    pub interim_out: Cell<u64>,
 }
 
 impl Tally {
@@ -52,10 +54,11 @@ impl Tally {
         }
         let end = Instant::now();
         let idx = |c: &Cell<Option<usize>>| c.get().map_or(NONE, |i| i as u32);
+        let answered = bytes_out.saturating_sub(self.interim_out.get());
         let status = match self.status.get() {
-            // Nothing reached the client: it left first (nginx's 499).
+            // Nothing of the answer reached the client: it left first (nginx's 499).
             0 => 499,
-            _ if bytes_out == 0 => 499,
+            _ if answered == 0 => 499,
             s => s,
         };
         let event = RequestEvent {

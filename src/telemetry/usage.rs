@@ -98,7 +98,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// Offset just past the closing quote of a string whose content starts at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        let q = memchr::memchr2(b'"', b'\\', &b[i..])? + i;
+        let q = memchr::memchr2(b'"', b'\\', b.get(i..)?)? + i;
         if b[q] == b'\\' {
             i = q + 2;
         } else {
@@ -186,6 +186,16 @@ mod tests {
         assert_eq!(find(br#"{"usage":{"prompt_tokens":9,"comp"#), None);
         assert_eq!(find(br#"{"usage":{}}"#), None);
         assert_eq!(find(b"no json here"), None);
+    }
+
+    #[test]
+    fn cut_inside_an_escape_is_not_a_panic() {
+        assert_eq!(find(br#"{"usage":{"a\"#), None);
+        assert_eq!(find(br#"{"usage":{"a\""#), None);
+        for cut in 0..60 {
+            let body = br#"{"usage":{"x\"y":1,"prompt_tokens":3,"completion_tokens":4}}"#;
+            let _ = find(&body[..cut.min(body.len())]);
+        }
     }
 
     #[test]

@@ -838,3 +838,33 @@ fn a_stream_that_stalls_counts_as_a_timeout() {
         "{text}"
     );
 }
+
+/// A JSON answer relayed in pieces (chunked, so not buffered) whose `usage` key is split
+/// between two reads is still counted.
+#[test]
+fn usage_split_across_reads_of_a_chunked_json_body_is_counted() {
+    let up = upstream(|_| {
+        let body = r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#;
+        let split = body.find("\"usage\"").unwrap() + 4;
+        let mut head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        head.extend(chunk(&body[..split]));
+        let mut tail = chunk(&body[split..]);
+        tail.extend_from_slice(b"0\r\n\r\n");
+        Reply::Paced(vec![head, tail], Duration::from_millis(50))
+    });
+    let gw = gateway(&config(up.addr, dead_addr(), ""), DriverChoice::Auto);
+    let r = send_raw(
+        gw.addr,
+        &post("/v1/chat/completions", &chat("gpt-test", "")),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(usage_of(&r), (7, 5));
+    let labels = [
+        ("model", "gpt-test"),
+        ("backend", "good"),
+        ("user", "alice"),
+        ("kind", "completion"),
+    ];
+    let (text, s) = scrape_until(gw.addr, |s| sample(s, "berry_tokens_total", &labels) >= 5.0);
+    assert_eq!(sample(&s, "berry_tokens_total", &labels), 5.0, "{text}");
+}
