@@ -75,6 +75,7 @@ pub fn spawn(
                 mut exporter,
                 access,
             } = telemetry;
+            let view = exporter.as_ref().map(Exporter::view);
             let fold = |book: &mut HealthBook, x: &mut Option<Exporter>, report: &ShardReport| {
                 let now = Instant::now();
                 book.apply(report, now);
@@ -98,6 +99,9 @@ pub fn spawn(
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if let Some(v) = &view {
+                    v.serve_pending();
                 }
                 let now = Instant::now();
                 while let Ok(p) = probes.try_recv() {

@@ -289,7 +289,7 @@ async fn answer_local(
     let sent_before = c.w.sent;
     let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
     let answer = match local {
-        Endpoint::Metrics => metrics(shard, routes, &head, &c.r.buf, loopback),
+        Endpoint::Metrics => metrics(shard, routes, &head, &c.r.buf, loopback).await,
         _ => {
             let snapshot = shard.snapshot.borrow().clone();
             let ctx = api::LocalCtx {
@@ -383,14 +383,14 @@ fn local_event(
 
 /// `GET /metrics`: the Prometheus text exposition, rendered from the control thread's
 /// recorder (at most one report interval behind the shards).
-fn metrics(
+async fn metrics(
     shard: &Shard,
     routes: &crate::routes::Routes,
     head: &RequestHead,
     buf: &[u8],
     loopback: bool,
 ) -> Result<(u16, &'static [u8], Vec<u8>), GatewayError> {
-    let Some(handle) = &shard.telemetry.metrics else {
+    let Some(view) = &shard.telemetry.metrics else {
         return Err(GatewayError::new(
             ErrorKind::NotFound,
             "metrics are off (`observability.metrics = false`)",
@@ -399,12 +399,30 @@ fn metrics(
     if routes.config.observability.metrics_admin_only {
         api::admin_access(routes, head, buf, loopback)?;
     }
+    // Rendered by the control thread, which looks for requests at least every 20 ms.
+    let ticket = view.request();
+    let deadline = Instant::now() + METRICS_RENDER_WAIT;
+    let text = loop {
+        if let Some(text) = view.ready(ticket) {
+            break text;
+        }
+        if Instant::now() >= deadline {
+            return Err(GatewayError::new(
+                ErrorKind::Overloaded,
+                "the metrics were not rendered in time; retry",
+            ));
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    };
     Ok((
         200,
         b"text/plain; version=0.0.4; charset=utf-8",
-        handle.render().into_bytes(),
+        text.as_bytes().to_vec(),
     ))
 }
+
+/// Longest wait for the control thread to render `/metrics`.
+const METRICS_RENDER_WAIT: Duration = Duration::from_secs(2);
 
 /// May the connection carry another request after this one? Not when the client said so, not
 /// while draining (the response then says `connection: close`), and not when the client waits

@@ -8,7 +8,8 @@
 //! key lookup (monoio-notes §5: a keyed `counter!` costs 60–340 ns, a cached handle ~5 ns).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, Unit};
@@ -89,13 +90,47 @@ impl Histograms {
 }
 
 /// What `/metrics` renders: the exporter's counters and gauges, then Berry's histograms.
+///
+/// Rendering costs time in proportion to the number of series (tokens per user grow with the
+/// users), so shards never do it: a shard takes a ticket and waits (asynchronously) until the
+/// control thread has rendered a text at least as new as the ticket.
 #[derive(Clone)]
 pub struct MetricsView {
     handle: PrometheusHandle,
     histograms: Arc<Histograms>,
+    slot: Arc<RenderSlot>,
+}
+
+#[derive(Default)]
+struct RenderSlot {
+    /// Tickets handed out so far.
+    wanted: AtomicU64,
+    /// The newest render and the last ticket it answers.
+    done: Mutex<(u64, Arc<String>)>,
 }
 
 impl MetricsView {
+    /// Asks for a render; the answer is ready when [`MetricsView::ready`] returns it.
+    pub fn request(&self) -> u64 {
+        self.slot.wanted.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The render answering `ticket`, once the control thread has made it.
+    pub fn ready(&self, ticket: u64) -> Option<Arc<String>> {
+        let done = self.slot.done.lock().unwrap_or_else(|e| e.into_inner());
+        (done.0 >= ticket).then(|| done.1.clone())
+    }
+
+    /// Control thread: renders if a shard is waiting.
+    pub fn serve_pending(&self) {
+        let wanted = self.slot.wanted.load(Ordering::Acquire);
+        let served = self.slot.done.lock().unwrap_or_else(|e| e.into_inner()).0;
+        if wanted > served {
+            let text = Arc::new(self.render());
+            *self.slot.done.lock().unwrap_or_else(|e| e.into_inner()) = (wanted, text);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = self.handle.render();
         if !out.is_empty() && !out.ends_with("\n\n") {
@@ -405,6 +440,7 @@ pub struct Exporter {
     /// Requests that named a model but got no backend, by (route, model, status class).
     requests_model_only: HashMap<(Route, u32, usize), Counter>,
     histograms: Arc<Histograms>,
+    slot: Arc<RenderSlot>,
     duration: Table<Arc<Series>>,
     ttfb: Table<Arc<Series>>,
     overhead: Arc<Series>,
@@ -441,6 +477,7 @@ impl Exporter {
             ttfb: Table::new(pairs.len() * 2),
             overhead,
             histograms,
+            slot: Arc::default(),
             attempts: Table::new(pairs.len() * CLASSES.len()),
             failovers: Table::new(pairs.len() * CLASSES.len()),
             tokens: HashMap::new(),
@@ -467,6 +504,7 @@ impl Exporter {
         MetricsView {
             handle: self.handle.clone(),
             histograms: self.histograms.clone(),
+            slot: self.slot.clone(),
         }
     }
 
@@ -840,5 +878,39 @@ impl Exporter {
             self.last_upkeep = now;
             self.handle.run_upkeep();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_render_answers_only_tickets_taken_before_it() {
+        let config = crate::config::load_str(
+            "[providers.p]\nname = \"P\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"sk-p-0123456789\"\n\
+             models = [\"m\"]\n[models.m]\nname = \"m\"\n[[models.m.backends]]\nprovider = \"p\"\nmodel = \"m\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let x = Exporter::new(Arc::new(config), 1);
+        x.set_build_info("io_uring");
+        let shard_view = x.view();
+        let control_view = x.view();
+        let first = shard_view.request();
+        assert!(shard_view.ready(first).is_none(), "nothing rendered yet");
+        control_view.serve_pending();
+        let text = shard_view.ready(first).expect("rendered");
+        assert!(text.contains("berry_build_info{version=\""), "{text}");
+        let second = shard_view.request();
+        assert!(
+            shard_view.ready(second).is_none(),
+            "an older render does not answer it"
+        );
+        control_view.serve_pending();
+        assert!(shard_view.ready(second).is_some());
+        // Nothing pending: no new render.
+        control_view.serve_pending();
+        assert!(shard_view.ready(second).is_some());
     }
 }
