@@ -128,7 +128,7 @@ pub fn strip_usage_chunk(events: &[u8], out: &mut Vec<u8>) -> Option<Usage> {
             + crate::http::sse::first_event_end(&events[start..]).unwrap_or(events.len() - start);
         let event = &events[start..end];
         match find(event) {
-            Some(u) if has_empty_choices(event) => found = Some(u),
+            Some(u) if is_usage_only(event) => found = Some(u),
             Some(u) => {
                 found = Some(u);
                 out.extend_from_slice(event);
@@ -140,16 +140,47 @@ pub fn strip_usage_chunk(events: &[u8], out: &mut Vec<u8>) -> Option<Usage> {
     found
 }
 
-fn has_empty_choices(event: &[u8]) -> bool {
-    memmem::find_iter(event, b"\"choices\"").any(|at| {
-        let rest = &event[at + 9..];
-        let i = skip_ws(rest, 0);
-        if rest.get(i) != Some(&b':') {
+/// Is this event a chunk that carries nothing but usage: a JSON object whose `choices` is empty
+/// or absent and whose other members are only the envelope every chunk has? Parsed properly
+/// (it is one event per stream); anything else it carries (content-filter results, a provider
+/// extension) keeps the chunk, since dropping it would lose data the client may want.
+fn is_usage_only(event: &[u8]) -> bool {
+    const ENVELOPE: [&str; 8] = [
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+        "system_fingerprint",
+        "service_tier",
+    ];
+    let Ok(text) = std::str::from_utf8(event) else {
+        return false;
+    };
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        } else if !line.is_empty() && !line.starts_with(':') {
+            // An `event:`/`id:` field: not a plain data chunk.
             return false;
         }
-        let i = skip_ws(rest, i + 1);
-        rest.get(i) == Some(&b'[') && rest.get(skip_ws(rest, i + 1)) == Some(&b']')
-    })
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&data) else {
+        return false;
+    };
+    let choices_empty = match map.get("choices") {
+        None => true,
+        Some(serde_json::Value::Array(a)) => a.is_empty(),
+        Some(_) => false,
+    };
+    choices_empty
+        && map.get("usage").is_some_and(serde_json::Value::is_object)
+        && map.keys().all(|k| ENVELOPE.contains(&k.as_str()))
 }
 
 #[cfg(test)]
@@ -230,6 +261,19 @@ mod tests {
             })
         );
         assert_eq!(String::from_utf8(out).unwrap(), format!("{content}{done}"));
+    }
+
+    #[test]
+    fn a_usage_chunk_without_choices_is_stripped_one_with_more_payload_is_kept() {
+        let bare =
+            "data: {\"id\":\"x\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n";
+        let mut out = Vec::new();
+        assert!(strip_usage_chunk(bare.as_bytes(), &mut out).is_some());
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        let extra = "data: {\"choices\":[],\"prompt_filter_results\":[{}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n";
+        out.clear();
+        assert!(strip_usage_chunk(extra.as_bytes(), &mut out).is_some());
+        assert_eq!(out, extra.as_bytes());
     }
 
     #[test]
