@@ -562,7 +562,7 @@ fn metrics_can_be_turned_off() {
 fn access_log_lines_and_no_secrets_anywhere() {
     let good = mock_upstream();
     let unauthorized = upstream(|_| json_reply(401, r#"{"error":{"message":"bad key"}}"#));
-    let port = dead_addr().port();
+    let port = free_port();
     let cfg = format!(
         "[server]\nbind_address = \"127.0.0.1:{port}\"\n{}",
         config(

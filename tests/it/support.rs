@@ -412,10 +412,23 @@ allow_backend_override = true
     )
 }
 
-/// An address nothing listens on (a port we bound and released).
-pub fn dead_addr() -> SocketAddr {
+/// A port that was free a moment ago, for a child process to listen on.
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    l.local_addr().unwrap().port()
+}
+
+/// An address that refuses connections: a port bound but never listened on, and kept bound
+/// for the rest of the process, so that no other test's listener can be given the same port
+/// (a bound-and-released port could be, and then "dead" would answer).
+pub fn dead_addr() -> SocketAddr {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    // Leaked on purpose: the port stays reserved until the test process exits.
+    std::mem::forget(s);
+    addr
 }
 
 /// Generates one test per I/O driver from a body taking the driver.
