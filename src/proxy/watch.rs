@@ -20,7 +20,11 @@ pub(super) async fn watch_client<F: std::future::Future<Output = bool>>(
     fut: F,
 ) -> Option<bool> {
     let mut fut = std::pin::pin!(fut);
+    // `biased`: the request is polled before the watch. When both are ready (the answer's last
+    // write completed and the client, having read it, closed), the request has finished and
+    // must count as answered, not as a client that left (499).
     monoio::select! {
+        biased;
         keep = &mut fut => return Some(keep),
         _ = monoio::time::sleep(WATCH_AFTER) => {}
     }
@@ -35,6 +39,7 @@ pub(super) async fn watch_client<F: std::future::Future<Output = bool>>(
     let mut watch = std::pin::pin!(watch);
     let mut fut = std::pin::pin!(fut);
     monoio::select! {
+        biased;
         keep = &mut fut => {
             canceller.cancel();
             let (res, slice) = watch.await;

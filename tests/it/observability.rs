@@ -868,3 +868,40 @@ fn usage_split_across_reads_of_a_chunked_json_body_is_counted() {
     let (text, s) = scrape_until(gw.addr, |s| sample(s, "berry_tokens_total", &labels) >= 5.0);
     assert_eq!(sample(&s, "berry_tokens_total", &labels), 5.0, "{text}");
 }
+
+/// A client that reads its whole answer and closes at once (curl does) was answered: 200, not
+/// 499, even though the request ran long enough for its client socket to be watched.
+#[test]
+fn a_client_that_closes_after_its_answer_was_answered() {
+    let up = upstream(|_| {
+        thread::sleep(Duration::from_millis(60));
+        json_reply(
+            200,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        )
+    });
+    let gw = gateway(&config(up.addr, dead_addr(), ""), DriverChoice::Auto);
+    const N: usize = 12;
+    for _ in 0..N {
+        // send_raw reads the response and drops the connection right away.
+        let r = send_raw(
+            gw.addr,
+            &post("/v1/chat/completions", &chat("gpt-test", "")),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let status = |s: &Samples, code| {
+        sample(
+            s,
+            "berry_api_http_requests_total",
+            &[
+                ("method", "POST"),
+                ("endpoint", "/v1/chat/completions"),
+                ("status", code),
+            ],
+        )
+    };
+    let (text, s) = scrape_until(gw.addr, |s| status(s, "200") + status(s, "499") >= N as f64);
+    assert_eq!(status(&s, "200"), N as f64, "{text}");
+    assert_eq!(status(&s, "499"), 0.0, "{text}");
+}
