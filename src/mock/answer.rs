@@ -134,7 +134,7 @@ async fn json(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, body: &str) -> (
 }
 
 /// A paced SSE stream: head, time to first token, `tokens` content events `token_delay` apart,
-/// then a final event (`finish_reason`, or `usage` when the request asked for it), then
+/// then a `finish_reason` event, a `usage` event when the request asked for one, and
 /// `data: [DONE]`.
 async fn stream(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, chat: bool) -> (bool, Outcome) {
     write_status_line(out, 200, b"");
@@ -209,18 +209,19 @@ async fn stream(s: &mut TcpStream, out: &mut Vec<u8>, sh: &Shape, chat: bool) ->
     } else {
         "text_completion"
     };
+    // As OpenAI: the last content chunk carries `finish_reason`; a stream that asked for usage
+    // then gets one more chunk with empty `choices` and the `usage`.
+    let _ = write!(
+        ev,
+        "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n",
+        sh.model,
+    );
     if sh.include_usage {
         let _ = write!(
             ev,
             "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n",
             sh.model,
             9 + tokens
-        );
-    } else {
-        let _ = write!(
-            ev,
-            "data: {{\"id\":\"chatcmpl-{n}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n",
-            sh.model,
         );
     }
     write_chunk(out, ev.as_bytes());
