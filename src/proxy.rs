@@ -25,11 +25,11 @@ use crate::http::head::{RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
 use crate::server::conn::{Client, ClientWriter};
 use crate::server::{body, respond};
-use crate::shard::Shard;
+use crate::shard::{Gauge, Shard};
 use crate::upstream::exchange::{self, Budget, HeadLimits};
 use attempt::{retry_after, transport_class, Attempt};
 use request::{build_request, clip, forwarded_headers, prefix_key};
-use tally::{InFlight, Tally};
+use tally::Tally;
 use watch::watch_client;
 
 use crate::telemetry::{FailoverEvent, Route};
@@ -87,17 +87,12 @@ pub async fn handle(
     let started = Instant::now();
     let tally = Tally::default();
     let sent_before = c.w.sent;
-    let route = match path {
-        UpstreamPath::ChatCompletions => Route::ChatCompletions,
-        UpstreamPath::Completions => Route::Completions,
-        UpstreamPath::Embeddings => Route::Embeddings,
-    };
-    let in_flight = InFlight::enter(&shard.inflight_by_route[path as usize]);
+    let in_flight = Gauge::enter(&shard.inflight_by_route[path as usize]);
     let (keep_alive, request_id) = answer(shard, routes, c, head, path, started, &tally).await;
     drop(in_flight);
     tally.finish(
         shard,
-        route,
+        Route::from(path),
         started,
         request_id,
         c.w.sent - sent_before,
@@ -146,7 +141,7 @@ async fn answer(
     };
     prepared.request_id = request_id;
     // Boxed once here, the request's ~3 KiB future is never copied again while it is raced
-    // against the client watch (measured: memmem was the largest user-space cost).
+    // against the client watch (measured: memmove was the largest user-space cost).
     let forward = Box::pin(forward(shard, routes, &mut c.w, &prepared, tally));
     let keep = watch_client(&mut c.r, forward).await.unwrap_or(false);
     shard.give_bufs([
@@ -467,39 +462,27 @@ async fn forward(
             started: p.started,
             head_at,
             strip_usage: p.usage_edit.is_some(),
-            // Tokens are only looked for when someone (metrics, access log) will read them.
             client_error: status_class == OutcomeClass::ClientError,
-            scan_usage: (200..300).contains(&head.status)
-                && (shard.telemetry.metrics.is_some() || shard.telemetry.access.is_some()),
+            // Tokens are only looked for when someone (metrics, access log) will read them.
+            scan_usage: (200..300).contains(&head.status) && shard.telemetry.enabled(),
             tally,
         };
         match relay::relay(shard, w, conn, head, &ctx).await {
             Ok(done) if done.upstream_broke => {
-                tally.error.set(Some(if done.stalled {
-                    ErrorKind::UpstreamTimeout
-                } else {
-                    ErrorKind::UpstreamFailed
-                }));
                 // Broken mid-stream: a failure of the backend, timed by when its head arrived.
-                attempt.finish_with_latency(
-                    config,
-                    classify(
-                        None,
-                        Some(if done.stalled {
-                            TransportError::Timeout
-                        } else {
-                            TransportError::Io
-                        }),
-                    ),
-                    head_at,
-                    Instant::now(),
-                    None,
-                );
+                let (kind, transport) = if done.stalled {
+                    (ErrorKind::UpstreamTimeout, TransportError::Timeout)
+                } else {
+                    (ErrorKind::UpstreamFailed, TransportError::Io)
+                };
+                tally.error.set(Some(kind));
+                let class = classify(None, Some(transport));
+                attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
                 shard.give_bufs([req, scratch]);
                 return done.keep_alive;
             }
             Ok(done) => {
-                attempt.first_byte_at = done.first_byte_at;
+                attempt.first_byte_at = tally.first_byte.get();
                 let class = if done.model_error {
                     OutcomeClass::ModelError
                 } else {

@@ -5,6 +5,7 @@
 //! thread. New routes or addresses arrive as [`ShardMsg`]s polled by a timer task.
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use crate::health::report::{Recorder, ShardGauges, ShardReport};
 use crate::health::snapshot::Snapshot;
 use crate::routes::{AddressTable, Routes};
 use crate::runtime::Shutdown;
-use crate::telemetry::access::AccessLog;
+use crate::telemetry::access::{AccessLog, Record};
+use crate::telemetry::RequestEvent;
 use crate::upstream::pool::Pool;
 
 /// How often a shard polls its inbox and the shutdown flag.
@@ -44,8 +46,15 @@ pub struct ShardInit {
 #[derive(Clone, Default)]
 pub struct ShardTelemetry {
     /// Renders `/metrics` (the control thread writes it); `None` when metrics are off.
-    pub metrics: Option<crate::telemetry::exporter::MetricsView>,
+    pub metrics: Option<crate::telemetry::view::MetricsView>,
     pub access: Option<AccessLog>,
+}
+
+impl ShardTelemetry {
+    /// Does anything read what a request leaves behind (metrics or the access log)?
+    pub fn enabled(&self) -> bool {
+        self.metrics.is_some() || self.access.is_some()
+    }
 }
 
 pub struct Shard {
@@ -73,7 +82,7 @@ pub struct Shard {
     /// Open upstream connections per provider (pooled or in use).
     pub upstream_open: Rc<[Cell<u32>]>,
     /// Proxied requests in progress per route (chat, completions, embeddings).
-    pub inflight_by_route: [Cell<u32>; 3],
+    pub inflight_by_route: [Cell<usize>; 3],
     pub telemetry: ShardTelemetry,
     /// Access-log lines not yet handed to the writer thread.
     pub access_batch: RefCell<Vec<crate::telemetry::access::Record>>,
@@ -81,6 +90,11 @@ pub struct Shard {
     /// upstream request and its rewritten body are not allocated anew each time.
     spare_bufs: RefCell<Vec<Vec<u8>>>,
 }
+
+/// Access-log lines a shard collects before handing them to the writer in one message (the
+/// reporter also sends whatever is there every `report_interval_ms`): one channel operation,
+/// and at most one writer wake-up, per batch instead of per request.
+const ACCESS_BATCH_LINES: usize = 256;
 
 /// Spare buffers kept per shard, and the largest one kept (bigger ones are freed).
 const SPARE_BUFS_MAX: usize = 256;
@@ -101,6 +115,31 @@ impl Shard {
             if spare.len() < SPARE_BUFS_MAX && b.capacity() <= SPARE_BUF_BYTES_MAX {
                 b.clear();
                 spare.push(b);
+            }
+        }
+    }
+
+    /// Hands a finished request to the metrics pipeline and the access log.
+    pub fn record_request(
+        &self,
+        event: RequestEvent,
+        request_id: String,
+        end: Instant,
+        client: Option<IpAddr>,
+    ) {
+        if self.telemetry.metrics.is_some() {
+            self.recorder.borrow_mut().request(event);
+        }
+        if let Some(log) = &self.telemetry.access {
+            let mut batch = self.access_batch.borrow_mut();
+            batch.push(Record {
+                end,
+                client,
+                request_id,
+                event,
+            });
+            if batch.len() >= ACCESS_BATCH_LINES {
+                log.send(&mut batch);
             }
         }
     }
@@ -132,6 +171,23 @@ impl Shard {
             ShardMsg::Snapshot(snap) => *self.snapshot.borrow_mut() = snap,
             ShardMsg::Recycle(bufs) => self.recorder.borrow_mut().recycle(bufs),
         }
+    }
+}
+
+/// Counts one in a shard counter while alive, so every exit path (including a dropped
+/// future) is counted out.
+pub struct Gauge<'a>(&'a Cell<usize>);
+
+impl<'a> Gauge<'a> {
+    pub fn enter(c: &'a Cell<usize>) -> Gauge<'a> {
+        c.set(c.get() + 1);
+        Gauge(c)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -272,7 +328,7 @@ fn gauges(shard: &Shard) -> ShardGauges {
             .map(|p| pool.idle(p) as u32)
             .collect(),
         pool_open: shard.upstream_open.iter().map(Cell::get).collect(),
-        inflight_by_route: [0, 1, 2].map(|i| shard.inflight_by_route[i].get()),
+        inflight_by_route: [0, 1, 2].map(|i| shard.inflight_by_route[i].get() as u32),
         snapshot_taken: shard.snapshot.borrow().taken,
     }
 }

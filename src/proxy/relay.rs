@@ -22,10 +22,8 @@ use crate::shard::Shard;
 use crate::upstream::conn::UpConn;
 
 use super::tally::Tally;
+use crate::balance::outcome::{refine_with_error_code, OutcomeClass};
 use crate::telemetry::{micros, usage, write_server_timing};
-
-/// Bytes at the end of a streamed-through JSON body searched for its `usage` object.
-const USAGE_TAIL_BYTES: usize = 4096;
 
 /// Trailer bytes accepted after a chunked upstream body.
 const TRAILER_BYTES_MAX: usize = 16 * 1024;
@@ -42,9 +40,6 @@ pub struct Relayed {
     /// A 4xx whose OpenAI error `code` says the backend does not serve the model Berry asked
     /// for: the backend's fault (a config error), not the client's.
     pub model_error: bool,
-    /// When a stream's first event went to the client (its time to first token); `None` for
-    /// answers sent whole, whose first byte follows the head at once.
-    pub first_byte_at: Option<Instant>,
 }
 
 impl Relayed {
@@ -54,7 +49,6 @@ impl Relayed {
             upstream_broke: false,
             stalled: false,
             model_error: false,
-            first_byte_at: None,
         }
     }
 }
@@ -174,7 +168,7 @@ pub async fn relay(
     };
     // Boxed: a stream lives long enough that one allocation is nothing, and keeping its
     // state out of line keeps every short request's future small.
-    Box::pin(relay_stream(shard, w, conn, source, &plan, ctx)).await
+    Box::pin(relay_events(shard, w, conn, source, &plan, ctx)).await
 }
 
 /// A small fixed-length body: read it whole, then send head and body in one write.
@@ -216,29 +210,9 @@ fn says_model_not_served(body: &[u8]) -> bool {
         return false;
     };
     let code = v["error"]["code"].as_str();
-    crate::balance::outcome::refine_with_error_code(
-        crate::balance::outcome::OutcomeClass::ClientError,
-        code,
-    ) == crate::balance::outcome::OutcomeClass::ModelError
+    refine_with_error_code(OutcomeClass::ClientError, code) == OutcomeClass::ModelError
 }
 
-async fn relay_stream(
-    shard: &Shard,
-    w: &mut ClientWriter,
-    conn: UpConn,
-    source: Source,
-    plan: &StreamPlan,
-    ctx: &RelayCtx<'_>,
-) -> Result<Relayed, GatewayError> {
-    let mut first_at = None;
-    let relayed = relay_events(shard, w, conn, source, plan, ctx, &mut first_at).await;
-    relayed.map(|r| Relayed {
-        first_byte_at: first_at,
-        ..r
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn relay_events(
     shard: &Shard,
     w: &mut ClientWriter,
@@ -246,11 +220,10 @@ async fn relay_events(
     mut source: Source,
     plan: &StreamPlan,
     ctx: &RelayCtx<'_>,
-    first_at: &mut Option<Instant>,
 ) -> Result<Relayed, GatewayError> {
     let mut pending: Vec<u8> = Vec::new();
     let mut stripped: Vec<u8> = Vec::new();
-    let mut usage_tail: Vec<u8> = Vec::new();
+    let mut usage_scan = usage::BodyScan::new(plan.sse);
     let mut committed = false;
     let mut saw_done = false;
     let mut finished = false;
@@ -310,32 +283,17 @@ async fn relay_events(
                 frame(&mut w.out, plan.framing, &stripped);
             } else {
                 if ctx.scan_usage {
-                    if plan.sse && !events.is_empty() {
-                        // Whole events: a `usage` object never spans two of them.
-                        if let Some(u) = usage::find(events) {
-                            ctx.tally.usage.set(Some(u));
-                        }
-                    } else if !plan.sse {
-                        // A JSON body arrives in arbitrary pieces; its `usage` (at the end in
-                        // OpenAI's shape) may straddle two, so scan a tail of the body instead.
-                        usage_tail.extend_from_slice(events);
-                        let excess = usage_tail.len().saturating_sub(USAGE_TAIL_BYTES);
-                        usage_tail.drain(..excess);
-                        if finished {
-                            if let Some(u) = usage::find(&usage_tail) {
-                                ctx.tally.usage.set(Some(u));
-                            }
-                        }
+                    if let Some(u) = usage_scan.feed(events, finished) {
+                        ctx.tally.usage.set(Some(u));
                     }
                 }
                 frame(&mut w.out, plan.framing, events);
             }
             pending.drain(..upto);
             committed = true;
-            if first_at.is_none() {
-                let now = Instant::now();
-                *first_at = Some(now);
-                ctx.tally.first_byte.set(Some(now));
+            if ctx.tally.first_byte.get().is_none() {
+                // A stream's first event reached the client: its time to first token.
+                ctx.tally.first_byte.set(Some(Instant::now()));
             }
             if finished {
                 if plan.done_check && !saw_done {
@@ -457,7 +415,6 @@ async fn broken(
         upstream_broke: true,
         stalled,
         model_error: false,
-        first_byte_at: None,
     })
 }
 

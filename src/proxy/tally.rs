@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::ErrorKind;
 use crate::shard::Shard;
-use crate::telemetry::access::Record;
 use crate::telemetry::{micros, RequestEvent, Route, Usage, NONE};
 
 #[derive(Default)]
@@ -49,16 +48,15 @@ impl Tally {
         bytes_out: u64,
         peer: Option<IpAddr>,
     ) {
-        if shard.telemetry.metrics.is_none() && shard.telemetry.access.is_none() {
+        if !shard.telemetry.enabled() {
             return;
         }
         let end = Instant::now();
         let idx = |c: &Cell<Option<usize>>| c.get().map_or(NONE, |i| i as u32);
         let answered = bytes_out.saturating_sub(self.interim_out.get());
+        // Nothing of the answer reached the client: it left first (nginx's 499).
         let status = match self.status.get() {
-            // Nothing of the answer reached the client: it left first (nginx's 499).
-            0 => 499,
-            _ if answered == 0 => 499,
+            s if s == 0 || answered == 0 => 499,
             s => s,
         };
         let event = RequestEvent {
@@ -84,52 +82,6 @@ impl Tally {
             bytes_out,
             usage: self.usage.get(),
         };
-        record(shard, event, request_id, end, peer);
-    }
-}
-
-/// Hands a finished request to the metrics pipeline and the access log.
-pub fn record(
-    shard: &Shard,
-    event: RequestEvent,
-    request_id: String,
-    end: Instant,
-    client: Option<IpAddr>,
-) {
-    if shard.telemetry.metrics.is_some() {
-        shard.recorder.borrow_mut().request(event);
-    }
-    if let Some(log) = &shard.telemetry.access {
-        let mut batch = shard.access_batch.borrow_mut();
-        batch.push(Record {
-            end,
-            client,
-            request_id,
-            event,
-        });
-        if batch.len() >= ACCESS_BATCH_LINES {
-            log.send(&mut batch);
-        }
-    }
-}
-
-/// Access-log lines a shard collects before handing them to the writer in one message (the
-/// reporter also sends whatever is there every `report_interval_ms`): one channel operation,
-/// and at most one writer wake-up, per batch instead of per request.
-const ACCESS_BATCH_LINES: usize = 256;
-
-/// Counts a proxied request in progress on its route while alive.
-pub struct InFlight<'a>(&'a Cell<u32>);
-
-impl<'a> InFlight<'a> {
-    pub fn enter(c: &'a Cell<u32>) -> InFlight<'a> {
-        c.set(c.get() + 1);
-        InFlight(c)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        shard.record_request(event, request_id, end, peer);
     }
 }

@@ -16,7 +16,7 @@ use crate::config::ServerSettings;
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{parse_request, HeadError, Method, RequestBody, RequestHead};
 use crate::server::respond;
-use crate::shard::Shard;
+use crate::shard::{Gauge, Shard};
 use crate::telemetry::{micros, RequestEvent, Route};
 
 /// Initial capacity of a connection's read and write buffers.
@@ -96,22 +96,6 @@ impl ClientWriter {
     }
 }
 
-/// Decrements a shard counter when dropped, so every exit path is counted.
-struct Gauge<'a>(&'a std::cell::Cell<usize>);
-
-impl<'a> Gauge<'a> {
-    fn enter(c: &'a std::cell::Cell<usize>) -> Gauge<'a> {
-        c.set(c.get() + 1);
-        Gauge(c)
-    }
-}
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
 /// Serves one accepted connection until it closes.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = Gauge::enter(&shard.conns_open);
@@ -160,20 +144,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// Answers a connection Berry will not read a request from (unparseable head, too many
 /// connections) and closes it; counted like any other request.
 async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
-    let started = Instant::now();
+    let answered = Answered::new(Route::Other, None, c);
     respond::error(&mut c.w.out, &err, None, false);
     let _ = c.w.flush().await;
-    let duration_us = micros(started.elapsed());
-    let event = RequestEvent {
-        status: err.status(),
-        error: Some(err.kind),
-        duration_us,
-        ttfb_us: duration_us,
-        bytes_in: c.r.buf.len() as u64,
-        bytes_out: c.w.sent,
-        ..RequestEvent::default()
-    };
-    crate::proxy::tally::record(shard, event, String::new(), Instant::now(), c.peer);
+    answered.record(shard, c, err.status(), Some(err.kind), String::new());
 }
 
 /// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
@@ -285,8 +259,7 @@ async fn answer_local(
     limits: &ServerSettings,
     loopback: bool,
 ) -> bool {
-    let started = Instant::now();
-    let sent_before = c.w.sent;
+    let answered = Answered::new(route_of(local), Some(&head), c);
     let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
     let answer = match local {
         Endpoint::Metrics => metrics(shard, routes, &head, &c.r.buf, loopback).await,
@@ -320,11 +293,7 @@ async fn answer_local(
         }
     };
     keep &= c.w.flush().await.is_ok();
-    let event = RequestEvent {
-        bytes_out: c.w.sent - sent_before,
-        ..local_event(route_of(local), &head, status, error, started)
-    };
-    crate::proxy::tally::record(shard, event, request_id, Instant::now(), c.peer);
+    answered.record(shard, c, status, error, request_id);
     keep
 }
 
@@ -336,17 +305,12 @@ async fn refuse(
     err: GatewayError,
     limits: &ServerSettings,
 ) -> bool {
-    let started = Instant::now();
-    let sent_before = c.w.sent;
+    let answered = Answered::new(Route::Other, Some(&head), c);
     let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
     c.r.consume(head.head_len);
     respond::error(&mut c.w.out, &err, None, keep);
     let keep = c.w.flush().await.is_ok() && keep;
-    let event = RequestEvent {
-        bytes_out: c.w.sent - sent_before,
-        ..local_event(Route::Other, &head, err.status(), Some(err.kind), started)
-    };
-    crate::proxy::tally::record(shard, event, String::new(), Instant::now(), c.peer);
+    answered.record(shard, c, err.status(), Some(err.kind), String::new());
     keep
 }
 
@@ -356,28 +320,58 @@ fn route_of(endpoint: Endpoint) -> Route {
         Endpoint::Health | Endpoint::ShortHealth => Route::Health,
         Endpoint::Admin => Route::Admin,
         Endpoint::Metrics => Route::Metrics,
-        Endpoint::Proxy(_) => Route::Other,
+        Endpoint::Proxy(path) => Route::from(path),
     }
 }
 
-/// The event of a request Berry answered itself (the body, if any, is skipped unread).
-fn local_event(
+/// A request Berry answers itself, from the moment it starts answering: what its metrics event
+/// and access-log line need besides the status.
+struct Answered {
     route: Route,
-    head: &RequestHead,
-    status: u16,
-    error: Option<ErrorKind>,
+    get: bool,
     started: Instant,
-) -> RequestEvent {
-    let duration_us = micros(started.elapsed());
-    RequestEvent {
-        route,
-        get: head.method != Method::Post,
-        status,
-        error,
-        duration_us,
-        ttfb_us: duration_us,
-        bytes_in: head.head_len as u64,
-        ..RequestEvent::default()
+    sent_before: u64,
+    /// The head's bytes; a body, if any, is skipped unread.
+    bytes_in: u64,
+}
+
+impl Answered {
+    /// `head` is `None` for a connection refused before a request head could be read.
+    fn new(route: Route, head: Option<&RequestHead>, c: &Client) -> Answered {
+        Answered {
+            route,
+            get: head.is_some_and(|h| h.method != Method::Post),
+            started: Instant::now(),
+            sent_before: c.w.sent,
+            bytes_in: head.map_or(c.r.buf.len(), |h| h.head_len) as u64,
+        }
+    }
+
+    fn record(
+        self,
+        shard: &Shard,
+        c: &Client,
+        status: u16,
+        error: Option<ErrorKind>,
+        request_id: String,
+    ) {
+        if !shard.telemetry.enabled() {
+            return;
+        }
+        let end = Instant::now();
+        let duration_us = micros(end.saturating_duration_since(self.started));
+        let event = RequestEvent {
+            route: self.route,
+            get: self.get,
+            status,
+            error,
+            duration_us,
+            ttfb_us: duration_us,
+            bytes_in: self.bytes_in,
+            bytes_out: c.w.sent - self.sent_before,
+            ..RequestEvent::default()
+        };
+        shard.record_request(event, request_id, end, c.peer);
     }
 }
 

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{write_ms, write_u64, RequestEvent, NONE};
+use super::{write_ms, RequestEvent, NONE};
 use crate::api::peek::write_json_string;
 use crate::config::Config;
+use crate::http::encode::write_decimal;
 
 /// Batches buffered between the shards and the writer thread (each up to a few hundred lines).
 pub const QUEUE_BATCHES_MAX: usize = 1024;
@@ -229,7 +230,7 @@ pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime)
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        write_u64(out, v);
+        write_decimal(out, v);
     };
     int(out, "status", e.status.into());
     if e.upstream_status != 0 {

@@ -1,6 +1,7 @@
 //! The control thread's side of metrics: the single writer of a `metrics-exporter-prometheus`
-//! recorder. Shards never touch it; their reports (request, attempt, connect and failover
-//! events, plus levels) are folded in here, and `GET /metrics` renders the recorder's handle.
+//! recorder and of Berry's histograms. Shards never touch either; their reports (request,
+//! attempt, connect and failover events, plus levels) are folded in here, and `GET /metrics`
+//! serves what [`MetricsView`] renders.
 //!
 //! The recorder is not installed globally: each server owns its own, so tests can run many
 //! servers in one process. Every series is registered once and its handle cached in a table
@@ -8,323 +9,22 @@
 //! key lookup (monoio-notes §5: a keyed `counter!` costs 60–340 ns, a cached handle ~5 ns).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
-use super::histo::{Family, Series};
+use super::catalog::{
+    build_recorder, class_index, class_label, status_class, CLASSES, STATUS_CLASSES,
+};
+use super::histo::Series;
+use super::view::{Histograms, MetricsView};
 use super::{RequestEvent, Route, NONE};
-use crate::balance::outcome::OutcomeClass;
 use crate::config::Config;
 use crate::health::breaker::Circuit;
 use crate::health::report::ShardReport;
 use crate::health::snapshot::Snapshot;
-
-/// Request and TTFB bucket bounds, µs (rendered in seconds): LLM answers run from
-/// milliseconds (cached, embeddings) to minutes (long generations): 5 ms … 30 min.
-pub const LATENCY_BUCKETS_US: [u64; 18] = [
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    20_000_000,
-    30_000_000,
-    60_000_000,
-    120_000_000,
-    300_000_000,
-    600_000_000,
-    1_800_000_000,
-];
-/// Berry's own time per request, µs: 10 µs … 100 ms.
-pub const OVERHEAD_BUCKETS_US: [u64; 12] = [
-    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
-];
-/// Upstream connect (TCP and TLS) time, µs: 100 µs … 2.5 s.
-pub const CONNECT_BUCKETS_US: [u64; 12] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 2_500_000,
-];
-
-/// Berry's histogram families (see [`super::histo`]), shared by the control thread (the only
-/// writer) and `/metrics` on the shards.
-pub struct Histograms {
-    pub duration: Family,
-    pub ttfb: Family,
-    pub overhead: Family,
-    pub connect: Family,
-    pub legacy_duration: Family,
-    pub legacy_backend_latency: Family,
-}
-
-impl Histograms {
-    fn new() -> Histograms {
-        Histograms {
-            duration: Family::new("berry_request_duration_seconds", "Request received to response complete, by model and backend", &LATENCY_BUCKETS_US),
-            ttfb: Family::new("berry_time_to_first_byte_seconds", "Request received to the first response byte sent (a stream's first token), by model, backend and stream", &LATENCY_BUCKETS_US),
-            overhead: Family::new("berry_overhead_seconds", "Time spent inside Berry per proxied request: duration minus upstream waits", &OVERHEAD_BUCKETS_US),
-            connect: Family::new("berry_upstream_connect_seconds", "Upstream connect time (TCP and TLS), by backend", &CONNECT_BUCKETS_US),
-            legacy_duration: Family::new("berry_api_http_request_duration_seconds", "Berry API compatible: request duration by method and endpoint", &LATENCY_BUCKETS_US),
-            legacy_backend_latency: Family::new("berry_api_backend_latency_seconds", "Berry API compatible: upstream response-head latency by backend", &LATENCY_BUCKETS_US),
-        }
-    }
-
-    fn all(&self) -> [&Family; 6] {
-        [
-            &self.duration,
-            &self.ttfb,
-            &self.overhead,
-            &self.connect,
-            &self.legacy_duration,
-            &self.legacy_backend_latency,
-        ]
-    }
-}
-
-/// What `/metrics` renders: the exporter's counters and gauges, then Berry's histograms.
-///
-/// Rendering costs time in proportion to the number of series (tokens per user grow with the
-/// users), so shards never do it: a shard takes a ticket and waits (asynchronously) until the
-/// control thread has rendered a text at least as new as the ticket.
-#[derive(Clone)]
-pub struct MetricsView {
-    handle: PrometheusHandle,
-    histograms: Arc<Histograms>,
-    slot: Arc<RenderSlot>,
-}
-
-#[derive(Default)]
-struct RenderSlot {
-    /// Tickets handed out so far.
-    wanted: AtomicU64,
-    /// The newest render and the last ticket it answers.
-    done: Mutex<(u64, Arc<String>)>,
-}
-
-impl MetricsView {
-    /// Asks for a render; the answer is ready when [`MetricsView::ready`] returns it.
-    pub fn request(&self) -> u64 {
-        self.slot.wanted.fetch_add(1, Ordering::AcqRel) + 1
-    }
-
-    /// The render answering `ticket`, once the control thread has made it.
-    pub fn ready(&self, ticket: u64) -> Option<Arc<String>> {
-        let done = self.slot.done.lock().unwrap_or_else(|e| e.into_inner());
-        (done.0 >= ticket).then(|| done.1.clone())
-    }
-
-    /// Control thread: renders if a shard is waiting.
-    pub fn serve_pending(&self) {
-        let wanted = self.slot.wanted.load(Ordering::Acquire);
-        let served = self.slot.done.lock().unwrap_or_else(|e| e.into_inner()).0;
-        if wanted > served {
-            let text = Arc::new(self.render());
-            *self.slot.done.lock().unwrap_or_else(|e| e.into_inner()) = (wanted, text);
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = self.handle.render();
-        if !out.is_empty() && !out.ends_with("\n\n") {
-            out.push('\n');
-        }
-        for f in self.histograms.all() {
-            f.render(&mut out);
-        }
-        out
-    }
-}
-
-/// Outcome classes in label order.
-const CLASSES: [OutcomeClass; 8] = [
-    OutcomeClass::Success,
-    OutcomeClass::Timeout,
-    OutcomeClass::Connect,
-    OutcomeClass::RateLimited,
-    OutcomeClass::ServerError,
-    OutcomeClass::AuthError,
-    OutcomeClass::ModelError,
-    OutcomeClass::ClientError,
-];
-
-pub fn class_label(c: OutcomeClass) -> &'static str {
-    match c {
-        OutcomeClass::Success => "success",
-        OutcomeClass::Timeout => "timeout",
-        OutcomeClass::Connect => "connect",
-        OutcomeClass::RateLimited => "rate_limited",
-        OutcomeClass::ServerError => "server_error",
-        OutcomeClass::AuthError => "auth_error",
-        OutcomeClass::ModelError => "model_error",
-        OutcomeClass::ClientError => "client_error",
-    }
-}
-
-fn class_index(c: OutcomeClass) -> usize {
-    CLASSES.iter().position(|&x| x == c).unwrap_or(0)
-}
-
-/// `2xx` … `5xx`, and `other` (0, i.e. nothing was sent).
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-
-fn status_class(status: u16) -> usize {
-    match status {
-        100..=599 => usize::from(status / 100 - 1),
-        _ => 5,
-    }
-}
-
-/// Every metric: name, kind, unit, help. `docs/observability.md` lists the same set.
-const COUNTERS: &[(&str, Option<Unit>, &str)] = &[
-    (
-        "berry_requests_total",
-        None,
-        "Requests answered, by endpoint, model, backend and status class",
-    ),
-    (
-        "berry_upstream_attempts_total",
-        None,
-        "Upstream attempts by model, backend and outcome",
-    ),
-    (
-        "berry_failovers_total",
-        None,
-        "Requests moved to another backend, by the backend that failed and why",
-    ),
-    (
-        "berry_upstream_retries_total",
-        None,
-        "Requests re-sent on a fresh connection to the same backend because a pooled one was stale",
-    ),
-    (
-        "berry_tokens_total",
-        None,
-        "Tokens reported in upstream usage, by model, backend, user and kind",
-    ),
-    (
-        "berry_upstream_connects_total",
-        None,
-        "Upstream connection attempts by backend and result",
-    ),
-    (
-        "berry_connections_accepted_total",
-        None,
-        "Client connections accepted, by shard",
-    ),
-    (
-        "berry_reports_dropped_total",
-        None,
-        "Shard reports that found the control channel full",
-    ),
-    (
-        "berry_report_events_dropped_total",
-        None,
-        "Events lost because a shard's report buffer was full",
-    ),
-    (
-        "berry_access_log_dropped_total",
-        None,
-        "Access-log lines dropped because the writer fell behind",
-    ),
-    (
-        "berry_log_dropped_total",
-        None,
-        "Log records dropped because the writer fell behind",
-    ),
-    (
-        "berry_api_http_requests_total",
-        None,
-        "Berry API compatible: HTTP requests by method, endpoint and status",
-    ),
-    (
-        "berry_api_backend_request_count_total",
-        None,
-        "Berry API compatible: upstream attempts by backend",
-    ),
-    (
-        "berry_api_backend_error_count_total",
-        None,
-        "Berry API compatible: failed upstream attempts by backend",
-    ),
-];
-
-const GAUGES: &[(&str, Option<Unit>, &str)] = &[
-    (
-        "berry_inflight_requests",
-        None,
-        "Upstream attempts in flight, by model and backend (all shards)",
-    ),
-    (
-        "berry_backend_healthy",
-        None,
-        "1 if the backend takes full traffic for the model (circuit closed, ramp done)",
-    ),
-    (
-        "berry_circuit_state",
-        None,
-        "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-    ),
-    (
-        "berry_smart_ai_confidence",
-        None,
-        "SmartAI confidence of the backend for the model",
-    ),
-    (
-        "berry_backend_effective_weight",
-        None,
-        "The weight the selector ranks the backend by now",
-    ),
-    (
-        "berry_pool_connections",
-        None,
-        "Upstream connections by backend and state (idle, busy), all shards",
-    ),
-    (
-        "berry_connections_open",
-        None,
-        "Client connections open, by shard",
-    ),
-    (
-        "berry_snapshot_age_seconds",
-        Some(Unit::Seconds),
-        "Age of the health snapshot each shard routes by, at its last report",
-    ),
-    (
-        "berry_build_info",
-        None,
-        "Build and runtime facts: version and I/O driver",
-    ),
-    (
-        "berry_api_http_requests_in_flight",
-        None,
-        "Berry API compatible: proxied requests in progress by method and endpoint",
-    ),
-    (
-        "berry_api_backend_health_status",
-        None,
-        "Berry API compatible: 1 if the model (its `backend` label) has a healthy backend",
-    ),
-];
-
-/// Builds a recorder with Berry's buckets and descriptions, not installed globally.
-fn build_recorder() -> PrometheusRecorder {
-    let r = PrometheusBuilder::new().build_recorder();
-    for (name, unit, help) in COUNTERS {
-        r.describe_counter(KeyName::from_const_str(name), *unit, (*help).into());
-    }
-    for (name, unit, help) in GAUGES {
-        r.describe_gauge(KeyName::from_const_str(name), *unit, (*help).into());
-    }
-    r
-}
 
 /// Events folded between two yields of the control thread. A report carries thousands of
 /// events; folded in one go they are a millisecond-long burst that takes a core away from a
@@ -390,18 +90,13 @@ impl Pairs {
         self.labels.len() - 1
     }
 
+    /// The pair's index, or [`Pairs::none`] without a model or a backend (callers that want
+    /// the model label of a request that got no backend keep it themselves).
     fn index(&self, model: u32, backend: u32) -> usize {
-        if model == NONE {
-            return self.none();
+        match self.base.get(model as usize) {
+            Some(&base) if backend != NONE => (base + backend as usize).min(self.none()),
+            _ => self.none(),
         }
-        let Some(&base) = self.base.get(model as usize) else {
-            return self.none();
-        };
-        if backend == NONE {
-            // A model but no backend (refused, or no backend available): keep the model label.
-            return self.none();
-        }
-        (base + backend as usize).min(self.none())
     }
 
     fn len(&self) -> usize {
@@ -440,7 +135,7 @@ pub struct Exporter {
     /// Requests that named a model but got no backend, by (route, model, status class).
     requests_model_only: HashMap<(Route, u32, usize), Counter>,
     histograms: Arc<Histograms>,
-    slot: Arc<RenderSlot>,
+    view: MetricsView,
     duration: Table<Arc<Series>>,
     ttfb: Table<Arc<Series>>,
     overhead: Arc<Series>,
@@ -470,6 +165,7 @@ impl Exporter {
         let routes = Route::ALL.len();
         let histograms = Arc::new(Histograms::new());
         let overhead = histograms.overhead.series(&[]);
+        let view = MetricsView::new(handle.clone(), histograms.clone());
         Exporter {
             requests: Table::new(routes * pairs.len() * STATUS_CLASSES.len()),
             requests_model_only: HashMap::new(),
@@ -477,7 +173,7 @@ impl Exporter {
             ttfb: Table::new(pairs.len() * 2),
             overhead,
             histograms,
-            slot: Arc::default(),
+            view,
             attempts: Table::new(pairs.len() * CLASSES.len()),
             failovers: Table::new(pairs.len() * CLASSES.len()),
             tokens: HashMap::new(),
@@ -501,11 +197,7 @@ impl Exporter {
 
     /// What `/metrics` renders; cheap to clone and `Send`.
     pub fn view(&self) -> MetricsView {
-        MetricsView {
-            handle: self.handle.clone(),
-            histograms: self.histograms.clone(),
-            slot: self.slot.clone(),
-        }
+        self.view.clone()
     }
 
     fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {

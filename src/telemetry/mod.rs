@@ -7,9 +7,11 @@
 //! stores and one `Vec` push for all of it, whatever the number of metrics.
 
 pub mod access;
+pub mod catalog;
 pub mod exporter;
 pub mod histo;
 pub mod usage;
+pub mod view;
 
 pub use usage::Usage;
 
@@ -33,6 +35,17 @@ pub enum Route {
     /// An unknown path, or a request refused before it was routed.
     #[default]
     Other,
+}
+
+impl From<crate::routes::UpstreamPath> for Route {
+    fn from(path: crate::routes::UpstreamPath) -> Route {
+        use crate::routes::UpstreamPath;
+        match path {
+            UpstreamPath::ChatCompletions => Route::ChatCompletions,
+            UpstreamPath::Completions => Route::Completions,
+            UpstreamPath::Embeddings => Route::Embeddings,
+        }
+    }
 }
 
 impl Route {
@@ -176,7 +189,7 @@ pub fn write_server_timing(out: &mut Vec<u8>, berry_us: u32, upstream_us: u32) {
 
 /// Appends µs as ms with three decimals (`12.500`).
 pub fn write_ms(out: &mut Vec<u8>, us: u32) {
-    write_u64(out, u64::from(us / 1000));
+    crate::http::encode::write_decimal(out, u64::from(us / 1000));
     let frac = us % 1000;
     out.extend_from_slice(&[
         b'.',
@@ -184,21 +197,6 @@ pub fn write_ms(out: &mut Vec<u8>, us: u32) {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
-}
-
-/// Appends `n` in decimal without the formatting machinery.
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut b = [0u8; 20];
-    let mut i = b.len();
-    loop {
-        i -= 1;
-        b[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&b[i..]);
 }
 
 #[cfg(test)]

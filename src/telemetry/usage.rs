@@ -117,6 +117,43 @@ fn integer(b: &[u8], mut i: usize) -> Option<(u32, usize)> {
     (i > start).then_some((n as u32, i))
 }
 
+/// Bytes at the end of a streamed-through JSON body searched for its `usage` object.
+const BODY_TAIL_BYTES: usize = 4096;
+
+/// Finds the usage of a body relayed piece by piece.
+pub struct BodyScan {
+    sse: bool,
+    /// The end of a JSON body seen so far (unused for SSE).
+    tail: Vec<u8>,
+}
+
+impl BodyScan {
+    pub fn new(sse: bool) -> BodyScan {
+        BodyScan {
+            sse,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Takes the next piece sent on (`finished`: the body's last). SSE pieces are whole events,
+    /// which a `usage` object never spans, so each is searched. A JSON body arrives in arbitrary
+    /// pieces that may split its `usage` (last, in OpenAI's shape), so its tail is kept and
+    /// searched once the body has ended.
+    pub fn feed(&mut self, piece: &[u8], finished: bool) -> Option<Usage> {
+        if self.sse {
+            return find(piece);
+        }
+        self.tail.extend_from_slice(piece);
+        let excess = self.tail.len().saturating_sub(BODY_TAIL_BYTES);
+        self.tail.drain(..excess);
+        if finished {
+            find(&self.tail)
+        } else {
+            None
+        }
+    }
+}
+
 /// Copies the SSE events of `events` (complete events only) to `out`, leaving out the chunk a
 /// stream sends only because Berry asked for `include_usage`: the one with `"choices":[]` and a
 /// `usage` object. Returns the usage found in `events`, if any.
