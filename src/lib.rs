@@ -22,4 +22,5 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod telemetry;
+pub mod timer;
 pub mod upstream;

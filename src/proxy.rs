@@ -26,6 +26,7 @@ use crate::routes::{Routes, UpstreamPath};
 use crate::server::conn::{Client, ClientWriter};
 use crate::server::{body, respond};
 use crate::shard::{Gauge, Shard};
+use crate::timer::Timer;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
 use attempt::{retry_after, transport_class, Attempt};
 use request::{build_request, clip, forwarded_headers, prefix_key};
@@ -85,6 +86,7 @@ pub async fn handle(
     path: UpstreamPath,
 ) -> bool {
     let started = Instant::now();
+    shard.timers.observe(started);
     let tally = Tally::default();
     let sent_before = c.w.sent;
     let in_flight = Gauge::enter(&shard.inflight_by_route[path as usize]);
@@ -142,8 +144,17 @@ async fn answer(
     prepared.request_id = request_id;
     // Boxed once here, the request's ~3 KiB future is never copied again while it is raced
     // against the client watch (measured: memmove was the largest user-space cost).
-    let forward = Box::pin(forward(shard, routes, &mut c.w, &prepared, tally));
-    let keep = watch_client(&mut c.r, forward).await.unwrap_or(false);
+    let forward = Box::pin(forward(
+        shard,
+        routes,
+        &mut c.w,
+        &c.upstream,
+        &prepared,
+        tally,
+    ));
+    let keep = watch_client(&mut c.r, &c.watch, forward)
+        .await
+        .unwrap_or(false);
     shard.give_bufs([
         std::mem::take(&mut prepared.body),
         std::mem::take(&mut prepared.forwarded),
@@ -293,6 +304,7 @@ async fn forward(
     shard: &Shard,
     routes: &Routes,
     w: &mut ClientWriter,
+    timer: &Timer,
     p: &Prepared<'_>,
     tally: &Tally,
 ) -> bool {
@@ -393,7 +405,16 @@ async fn forward(
             deadline,
             now,
         };
-        let sent = exchange::send(shard, backend.provider, route, &mut req, budget, &limits).await;
+        let sent = exchange::send(
+            shard,
+            backend.provider,
+            route,
+            &mut req,
+            timer,
+            budget,
+            &limits,
+        )
+        .await;
         let (conn, head) = match sent {
             Ok(x) => x,
             Err(e) => {
@@ -466,6 +487,7 @@ async fn forward(
             // Tokens are only looked for when someone (metrics, access log) will read them.
             scan_usage: (200..300).contains(&head.status) && shard.telemetry.enabled(),
             tally,
+            timer,
         };
         match relay::relay(shard, w, conn, head, &ctx).await {
             Ok(done) if done.upstream_broke => {

@@ -86,6 +86,8 @@ pub struct Shard {
     pub telemetry: ShardTelemetry,
     /// Access-log lines not yet handed to the writer thread.
     pub access_batch: RefCell<Vec<crate::telemetry::access::Record>>,
+    /// The shard's coarse clock and the request path's deadlines (`crate::timer`).
+    pub timers: Rc<crate::timer::Timers>,
     /// Request buffers kept between requests (two per request in flight at most), so the
     /// upstream request and its rewritten body are not allocated anew each time.
     spare_bufs: RefCell<Vec<Vec<u8>>>,
@@ -225,7 +227,9 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         telemetry: init.telemetry.clone(),
         access_batch: RefCell::new(Vec::new()),
         spare_bufs: RefCell::new(Vec::new()),
+        timers: crate::timer::Timers::new(Instant::now()),
     });
+    monoio::spawn(crate::timer::drive(shard.timers.clone()));
     let accept_stop = Rc::new(RefCell::new(Some(Canceller::new())));
     monoio::spawn(ticker(
         shard.clone(),

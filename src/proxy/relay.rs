@@ -72,6 +72,8 @@ pub struct RelayCtx<'a> {
     /// (`server-timing`).
     pub started: Instant,
     pub head_at: Instant,
+    /// Bounds every upstream read (idle and total timeouts).
+    pub timer: &'a crate::timer::Timer,
     /// Remove the usage-only chunk Berry asked for on the client's behalf.
     pub strip_usage: bool,
     /// Look for `usage` in the body (2xx answers only).
@@ -377,7 +379,7 @@ async fn read_some(conn: &mut UpConn, ctx: &RelayCtx<'_>) -> Result<(), Break> {
     } else {
         (ctx.idle_timeout, Break::Stalled(ctx.idle_timeout))
     };
-    let read = monoio::time::timeout(wait, conn.read_more()).await;
+    let read = ctx.timer.run(before + wait, conn.read_more()).await;
     ctx.tally.wait(before.elapsed());
     match read {
         Ok(Ok(0)) => Err(Break::Eof),
@@ -434,7 +436,10 @@ fn contains_done(events: &[u8]) -> bool {
 /// Returns a connection to the pool when its response was read to the end.
 fn release(shard: &Shard, provider: usize, conn: UpConn, reusable: bool) {
     if reusable && conn.buf.is_empty() {
-        shard.pool.borrow_mut().put(provider, conn, Instant::now());
+        shard
+            .pool
+            .borrow_mut()
+            .put(provider, conn, shard.timers.now());
     }
 }
 

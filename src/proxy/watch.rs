@@ -4,6 +4,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{CancelableAsyncReadRent, Canceller};
 
 use crate::server::conn::ClientReader;
+use crate::timer::Timer;
 
 /// How long a proxied request runs before its client socket is watched for a disconnect.
 const WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -17,16 +18,15 @@ const WATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 /// [`WATCH_AFTER`], which short requests never reach and long ones hardly notice.
 pub(super) async fn watch_client<F: std::future::Future<Output = bool>>(
     r: &mut ClientReader,
+    delay: &Timer,
     fut: F,
 ) -> Option<bool> {
     let mut fut = std::pin::pin!(fut);
-    // `biased`: the request is polled before the watch. When both are ready (the answer's last
-    // write completed and the client, having read it, closed), the request has finished and
-    // must count as answered, not as a client that left (499).
-    monoio::select! {
-        biased;
-        keep = &mut fut => return Some(keep),
-        _ = monoio::time::sleep(WATCH_AFTER) => {}
+    // The request is polled before the delay. When both are ready (the answer's last write
+    // completed and the client, having read it, closed), the request has finished and must
+    // count as answered, not as a client that left (499).
+    if let Ok(keep) = delay.run_for(WATCH_AFTER, &mut fut).await {
+        return Some(keep);
     }
     if r.buf.capacity() - r.buf.len() < 1024 {
         r.buf.reserve(4096);

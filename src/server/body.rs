@@ -28,7 +28,7 @@ pub async fn read(
     limits: &ServerSettings,
     into: &mut Vec<u8>,
 ) -> BodyResult {
-    let start = Instant::now();
+    let start = r.timer.now();
     let max = limits.body_bytes_max;
     match head.body {
         RequestBody::None => Ok(0),
@@ -82,7 +82,7 @@ pub async fn skip(r: &mut ClientReader, head: &RequestHead, limits: &ServerSetti
     match head.body {
         RequestBody::None => true,
         RequestBody::Length(n) if n <= SKIP_BYTES_MAX => {
-            let start = Instant::now();
+            let start = r.timer.now();
             while r.buf.len() < head.head_len + n as usize {
                 if fill(r, start, limits).await.is_err() {
                     return false;
@@ -100,11 +100,7 @@ async fn fill(
     start: Instant,
     limits: &ServerSettings,
 ) -> Result<(), Option<GatewayError>> {
-    let left = limits
-        .client_body_timeout
-        .checked_sub(start.elapsed())
-        .ok_or_else(|| Some(timed_out()))?;
-    match r.read_more(left).await {
+    match r.read_more(start + limits.client_body_timeout).await {
         Ok(0) => Err(None),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Some(timed_out())),

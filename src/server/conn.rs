@@ -7,6 +7,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::timer::Timer;
+
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -28,6 +30,8 @@ pub struct ClientReader {
     pub buf: Vec<u8>,
     /// The client half-closed or vanished; no further request can be read.
     pub eof: bool,
+    /// Bounds each read (idle, header and body timeouts).
+    pub timer: Timer,
 }
 
 pub struct ClientWriter {
@@ -43,17 +47,25 @@ pub struct Client {
     pub w: ClientWriter,
     /// The client's address, for the access log.
     pub peer: Option<std::net::IpAddr>,
+    /// Delays the disconnect watch of a proxied request (see `proxy::watch`).
+    pub watch: Timer,
+    /// Bounds the upstream exchange of the request in progress (one at a time per client).
+    pub upstream: Timer,
 }
 
 impl ClientReader {
-    /// Reads more bytes onto `buf` within `timeout`. `Ok(0)` is EOF.
-    pub async fn read_more(&mut self, timeout: Duration) -> io::Result<usize> {
+    /// Reads more bytes onto `buf` before `deadline`. `Ok(0)` is EOF.
+    pub async fn read_more(&mut self, deadline: Instant) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 2048 {
             self.buf.reserve(CONN_BUF_BYTES);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
-        match monoio::time::timeout(timeout, self.rd.read(buf.slice_mut(len..))).await {
+        match self
+            .timer
+            .run(deadline, self.rd.read(buf.slice_mut(len..)))
+            .await
+        {
             Ok((res, slice)) => {
                 self.buf = slice.into_inner();
                 if matches!(res, Ok(0)) {
@@ -111,6 +123,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             rd,
             buf: Vec::with_capacity(CONN_BUF_BYTES),
             eof: false,
+            timer: shard.timers.timer(),
         },
         w: ClientWriter {
             wr,
@@ -118,6 +131,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             sent: 0,
         },
         peer,
+        watch: shard.timers.timer(),
+        upstream: shard.timers.timer(),
     };
     if shard.conns_open.get() > limits.connections_per_shard_max {
         let err = GatewayError::new(ErrorKind::Overloaded, "too many connections; retry shortly");
@@ -156,10 +171,11 @@ async fn read_head(
     r: &mut ClientReader,
     limits: &ServerSettings,
 ) -> Result<Option<RequestHead>, GatewayError> {
+    // The shard's coarse clock is enough for timeouts of seconds.
     let mut started: Option<Instant> = if r.buf.is_empty() {
         None
     } else {
-        Some(Instant::now())
+        Some(r.timer.now())
     };
     loop {
         if !r.buf.is_empty() {
@@ -169,23 +185,15 @@ async fn read_head(
                 Err(e) => return Err(head_error(e)),
             }
         }
-        let timeout = match started {
-            None => limits.client_idle_timeout,
-            Some(t) => match limits.client_header_timeout.checked_sub(t.elapsed()) {
-                Some(left) => left,
-                None => {
-                    return Err(GatewayError::new(
-                        ErrorKind::RequestTimeout,
-                        "request head not received in time",
-                    ))
-                }
-            },
+        let deadline = match started {
+            None => r.timer.now() + limits.client_idle_timeout,
+            Some(t) => t + limits.client_header_timeout,
         };
-        match r.read_more(timeout).await {
+        match r.read_more(deadline).await {
             Ok(0) | Err(_) if started.is_none() => return Ok(None),
             Ok(0) => return Ok(None),
             Ok(_) => {
-                started.get_or_insert_with(Instant::now);
+                started.get_or_insert_with(|| r.timer.now());
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 return Err(GatewayError::new(

@@ -39,16 +39,50 @@ struct Table<T> {
     slots: Vec<Option<T>>,
 }
 
-impl<T: Clone> Table<T> {
+impl<T> Table<T> {
     fn new(n: usize) -> Self {
         Table {
             slots: (0..n).map(|_| None).collect(),
         }
     }
 
-    fn get(&mut self, i: usize, make: impl FnOnce() -> T) -> Option<&T> {
+    fn get<U: Into<T>>(&mut self, i: usize, make: impl FnOnce() -> U) -> Option<&mut T> {
         let slot = self.slots.get_mut(i)?;
-        Some(slot.get_or_insert_with(make))
+        Some(slot.get_or_insert_with(|| make().into()))
+    }
+}
+
+impl Table<Batched> {
+    fn flush(&mut self) {
+        self.slots.iter_mut().flatten().for_each(Batched::flush);
+    }
+}
+
+/// A counter and the increments folded into it since the last flush: one atomic add (two,
+/// with the registry's generation count) per series per report instead of per event.
+struct Batched {
+    counter: Counter,
+    pending: u64,
+}
+
+impl From<Counter> for Batched {
+    fn from(counter: Counter) -> Batched {
+        Batched {
+            counter,
+            pending: 0,
+        }
+    }
+}
+
+impl Batched {
+    fn add(&mut self, n: u64) {
+        self.pending += n;
+    }
+
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            self.counter.increment(std::mem::take(&mut self.pending));
+        }
     }
 }
 
@@ -131,24 +165,24 @@ pub struct Exporter {
     handle: PrometheusHandle,
     config: Arc<Config>,
     pairs: Pairs,
-    requests: Table<Counter>,
+    requests: Table<Batched>,
     /// Requests that named a model but got no backend, by (route, model, status class).
-    requests_model_only: HashMap<(Route, u32, usize), Counter>,
+    requests_model_only: HashMap<(Route, u32, usize), Batched>,
     histograms: Arc<Histograms>,
     view: MetricsView,
     duration: Table<Arc<Series>>,
     ttfb: Table<Arc<Series>>,
     overhead: Arc<Series>,
-    attempts: Table<Counter>,
-    failovers: Table<Counter>,
-    tokens: HashMap<(usize, u32, bool), Counter>,
-    connects: Table<Counter>,
+    attempts: Table<Batched>,
+    failovers: Table<Batched>,
+    tokens: HashMap<(usize, u32, bool), Batched>,
+    connects: Table<Batched>,
     connect_time: Table<Arc<Series>>,
-    retries: Table<Counter>,
-    legacy_requests: HashMap<(Route, bool, u16), Counter>,
+    retries: Table<Batched>,
+    legacy_requests: HashMap<(Route, bool, u16), Batched>,
     legacy_duration: Table<Arc<Series>>,
-    legacy_backend_requests: Table<Counter>,
-    legacy_backend_errors: Table<Counter>,
+    legacy_backend_requests: Table<Batched>,
+    legacy_backend_errors: Table<Batched>,
     legacy_backend_latency: Table<Arc<Series>>,
     /// Per shard: its latest gauges and in-flight counts (summed across shards on export).
     shard_gauges: Vec<crate::health::report::ShardGauges>,
@@ -241,7 +275,7 @@ impl Exporter {
                 );
                 reg.register_counter(&key("berry_upstream_attempts_total", l), &META)
             }) {
-                c.increment(1);
+                c.add(1);
             }
             let Some(p) = self.provider_of(e.model, e.backend) else {
                 continue;
@@ -251,14 +285,14 @@ impl Exporter {
                 let l = provider_label(config, p);
                 reg.register_counter(&key("berry_api_backend_request_count_total", l), &META)
             }) {
-                c.increment(1);
+                c.add(1);
             }
             if e.class.is_backend_failure() {
                 if let Some(c) = self.legacy_backend_errors.get(p, || {
                     let l = provider_label(config, p);
                     reg.register_counter(&key("berry_api_backend_error_count_total", l), &META)
                 }) {
-                    c.increment(1);
+                    c.add(1);
                 }
             }
             let fam = &self.histograms.legacy_backend_latency;
@@ -280,7 +314,7 @@ impl Exporter {
                 );
                 reg.register_counter(&key("berry_failovers_total", l), &META)
             }) {
-                c.increment(1);
+                c.add(1);
             }
         }
         for c in &r.connects {
@@ -303,7 +337,7 @@ impl Exporter {
                 let l = with(provider_label(config, p), result);
                 reg.register_counter(&key("berry_upstream_connects_total", l), &META)
             }) {
-                counter.increment(1);
+                counter.add(1);
             }
         }
         for (p, &n) in r.deltas.stale_retries.iter().enumerate() {
@@ -318,7 +352,7 @@ impl Exporter {
                 );
                 reg.register_counter(&key("berry_upstream_retries_total", l), &META)
             }) {
-                c.increment(n);
+                c.add(n);
             }
         }
         let shard = Label::new("shard", r.shard.to_string());
@@ -338,6 +372,26 @@ impl Exporter {
         if let Some(slot) = self.shard_inflight.get_mut(r.shard) {
             slot.clone_from(&r.inflight);
         }
+        self.flush();
+    }
+
+    /// Hands the report's folded increments to the recorder's counters.
+    fn flush(&mut self) {
+        for t in [
+            &mut self.requests,
+            &mut self.attempts,
+            &mut self.failovers,
+            &mut self.connects,
+            &mut self.retries,
+            &mut self.legacy_backend_requests,
+            &mut self.legacy_backend_errors,
+        ] {
+            t.flush();
+        }
+        let maps = self.requests_model_only.values_mut();
+        let maps = maps.chain(self.legacy_requests.values_mut());
+        maps.chain(self.tokens.values_mut())
+            .for_each(Batched::flush);
     }
 
     fn provider_of(&self, model: u32, backend: u32) -> Option<usize> {
@@ -356,24 +410,26 @@ impl Exporter {
             self.requests_model_only
                 .entry((e.route, e.model, class))
                 .or_insert_with(|| {
-                    let model = config
-                        .models
-                        .get(e.model as usize)
-                        .map_or(String::new(), |m| m.name.clone());
-                    reg.register_counter(
-                        &Key::from_parts(
-                            "berry_requests_total",
-                            vec![
-                                Label::new("endpoint", e.route.label()),
-                                Label::new("model", model),
-                                Label::new("backend", ""),
-                                Label::new("status_class", STATUS_CLASSES[class]),
-                            ],
-                        ),
-                        &META,
-                    )
+                    Batched::from({
+                        let model = config
+                            .models
+                            .get(e.model as usize)
+                            .map_or(String::new(), |m| m.name.clone());
+                        reg.register_counter(
+                            &Key::from_parts(
+                                "berry_requests_total",
+                                vec![
+                                    Label::new("endpoint", e.route.label()),
+                                    Label::new("model", model),
+                                    Label::new("backend", ""),
+                                    Label::new("status_class", STATUS_CLASSES[class]),
+                                ],
+                            ),
+                            &META,
+                        )
+                    })
                 })
-                .increment(1);
+                .add(1);
         } else {
             let (m, b) = &self.pairs.labels[pair];
             let i = (route * self.pairs.len() + pair) * STATUS_CLASSES.len() + class;
@@ -391,25 +447,27 @@ impl Exporter {
                     &META,
                 )
             }) {
-                c.increment(1);
+                c.add(1);
             }
         }
         self.legacy_requests
             .entry((e.route, e.get, e.status))
             .or_insert_with(|| {
-                reg.register_counter(
-                    &Key::from_parts(
-                        "berry_api_http_requests_total",
-                        vec![
-                            Label::new("method", if e.get { "GET" } else { "POST" }),
-                            Label::new("endpoint", e.route.legacy_path()),
-                            Label::new("status", e.status.to_string()),
-                        ],
-                    ),
-                    &META,
-                )
+                Batched::from({
+                    reg.register_counter(
+                        &Key::from_parts(
+                            "berry_api_http_requests_total",
+                            vec![
+                                Label::new("method", if e.get { "GET" } else { "POST" }),
+                                Label::new("endpoint", e.route.legacy_path()),
+                                Label::new("status", e.status.to_string()),
+                            ],
+                        ),
+                        &META,
+                    )
+                })
             })
-            .increment(1);
+            .add(1);
         let h = &self.histograms;
         let method = if e.get { "GET" } else { "POST" };
         if let Some(s) = self
@@ -452,19 +510,21 @@ impl Exporter {
                 self.tokens
                     .entry((pair, e.user, completion))
                     .or_insert_with(|| {
-                        let user = config
-                            .users
-                            .get(e.user as usize)
-                            .map_or(String::new(), |u| u.id.clone());
-                        let mut l = pairs.labels(pair);
-                        l.push(Label::new("user", user));
-                        l.push(Label::new(
-                            "kind",
-                            if completion { "completion" } else { "prompt" },
-                        ));
-                        reg.register_counter(&key("berry_tokens_total", l), &META)
+                        Batched::from({
+                            let user = config
+                                .users
+                                .get(e.user as usize)
+                                .map_or(String::new(), |u| u.id.clone());
+                            let mut l = pairs.labels(pair);
+                            l.push(Label::new("user", user));
+                            l.push(Label::new(
+                                "kind",
+                                if completion { "completion" } else { "prompt" },
+                            ));
+                            reg.register_counter(&key("berry_tokens_total", l), &META)
+                        })
                     })
-                    .increment(u64::from(n));
+                    .add(u64::from(n));
             }
         }
     }

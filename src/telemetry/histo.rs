@@ -22,11 +22,15 @@ pub struct Series {
 }
 
 impl Series {
-    /// Records one sample, in microseconds.
+    /// Records one sample, in microseconds. There is one writer (the control thread), so a
+    /// plain load and store is enough: no locked read-modify-write per sample. Readers (a
+    /// render) see each counter whole, at worst one sample behind.
     pub fn record(&self, bounds_us: &[u64], us: u64) {
         let i = bounds_us.partition_point(|&b| b < us);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = &self.buckets[i];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed);
+        self.sum_us.store(sum + us, Ordering::Relaxed);
     }
 }
 

@@ -95,15 +95,19 @@ impl UpConn {
     pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let (res, data) = match &mut self.io {
             Io::Plain(s) => s.write_all(data).await,
+            // Boxed for the same reason as the TLS read in `read_more`.
             Io::Tls(s) => {
-                let (r, d) = s.write_all(data).await;
-                if r.is_ok() {
-                    // rustls buffers records; make sure they reach the socket now.
-                    let f = monoio::io::AsyncWriteRent::flush(&mut **s).await;
-                    (f.map(|_| 0), d)
-                } else {
-                    (r, d)
-                }
+                Box::pin(async move {
+                    let (r, d) = s.write_all(data).await;
+                    if r.is_ok() {
+                        // rustls buffers records; make sure they reach the socket now.
+                        let f = monoio::io::AsyncWriteRent::flush(&mut **s).await;
+                        (f.map(|_| 0), d)
+                    } else {
+                        (r, d)
+                    }
+                })
+                .await
             }
         };
         (res.map(|_| ()), data)
@@ -118,7 +122,9 @@ impl UpConn {
         let len = buf.len();
         let (res, slice) = match &mut self.io {
             Io::Plain(s) => s.read(buf.slice_mut(len..)).await,
-            Io::Tls(s) => s.read(buf.slice_mut(len..)).await,
+            // Boxed: the TLS read future is several hundred bytes, and inline it would grow
+            // (and be copied with) every plain-TCP request's future too.
+            Io::Tls(s) => Box::pin(s.read(buf.slice_mut(len..))).await,
         };
         self.buf = slice.into_inner();
         res

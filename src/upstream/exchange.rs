@@ -12,6 +12,7 @@ use crate::http::head::{parse_response, Method, ResponseHead};
 use crate::routes::ProviderRoute;
 use crate::shard::Shard;
 use crate::telemetry::{micros, ConnectEvent};
+use crate::timer::Timer;
 use crate::upstream::conn::{Live, UpConn};
 
 /// How soon after sending a request a closed pooled connection still counts as stale (closed
@@ -41,6 +42,7 @@ pub async fn send(
     provider: usize,
     route: &ProviderRoute,
     req: &mut Vec<u8>,
+    timer: &Timer,
     budget: Budget,
     limits: &HeadLimits,
 ) -> Result<(UpConn, ResponseHead), GatewayError> {
@@ -91,7 +93,7 @@ pub async fn send(
             }));
         }
         let written = now;
-        match read_head(&mut conn, wait, limits, now).await {
+        match read_head(&mut conn, timer, now + wait, limits).await {
             Ok(head) => {
                 return Ok((conn, head));
             }
@@ -216,13 +218,10 @@ impl HeadFailure {
 
 async fn read_head(
     conn: &mut UpConn,
-    wait: Duration,
+    timer: &Timer,
+    deadline: Instant,
     limits: &HeadLimits,
-    now: Instant,
 ) -> Result<ResponseHead, HeadFailure> {
-    // The first wait is the whole budget; the clock is read only if more than one read is needed.
-    let deadline = now + wait;
-    let mut first = true;
     let mut got_any = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
@@ -237,15 +236,7 @@ async fn read_head(
                 Err(e) => return Err(HeadFailure::Malformed(format!("{e:?}"))),
             }
         }
-        let left = if std::mem::take(&mut first) {
-            wait
-        } else {
-            match deadline.checked_duration_since(Instant::now()) {
-                Some(left) => left,
-                None => return Err(HeadFailure::TimedOut),
-            }
-        };
-        match monoio::time::timeout(left, conn.read_more()).await {
+        match timer.run(deadline, conn.read_more()).await {
             Ok(Ok(0)) if !got_any => return Err(HeadFailure::ClosedEarly),
             Ok(Ok(0)) => {
                 return Err(HeadFailure::Malformed(

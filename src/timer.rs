@@ -1,0 +1,480 @@
+//! Coarse per-shard deadlines for the request path.
+//!
+//! Why not `monoio::time::timeout`: every call reads the clock, builds a 640-byte, 128-aligned
+//! timer entry (copied along with every future that holds it) and inserts it into monoio's
+//! wheel, then removes it again; a short proxied request paid that three times (client read,
+//! client watch, upstream head), about 2–3 % of Berry's CPU per request (docs/performance.md).
+//!
+//! Here a connection owns a few [`Timer`]s for its whole life. Arming one is a few stores
+//! against a clock the shard keeps fresh anyway ([`Timers::observe`]); the wheel touches a timer
+//! only when its slot comes round, and then re-slots it lazily if the deadline moved. A
+//! keep-alive connection serving thousands of requests costs the wheel about one operation per
+//! slot period instead of two per request.
+//!
+//! Precision: deadlines are measured from the shard's coarse clock, refreshed every [`TICK`]
+//! and at every request start, and checked every [`TICK`]. A timeout fires up to one tick
+//! late, or up to one tick early when it was armed on a shard that had been idle. Request
+//! timeouts are seconds; the one short delay (the client watch's 20 ms) does not need better.
+//!
+//! The wheel is pure: [`Timers::advance`] takes the time, so tests drive it without sleeping.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How often a shard's wheel is advanced (and the coarse clock refreshed when idle).
+pub const TICK: Duration = Duration::from_millis(10);
+/// Slots of the wheel: deadlines up to `SLOTS × TICK` ahead sit in their own slot; later ones
+/// are looked at once per turn of the wheel and moved on.
+const SLOTS: u64 = 512;
+
+/// A deadline passed before the future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// One shard's wheel and coarse clock. Lives in an `Rc` on its shard, never shared.
+pub struct Timers {
+    origin: Instant,
+    now: Cell<Instant>,
+    wheel: RefCell<Wheel>,
+}
+
+struct Wheel {
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    /// `slots[t % SLOTS]` holds the entries slotted for tick `t`. A slot may also hold stale
+    /// references (the entry moved to an earlier slot, or was freed and reused): an entry
+    /// counts only where its own `slot` says it is.
+    slots: Vec<Vec<u32>>,
+    /// Every tick up to and including this one has been processed.
+    done: u64,
+    /// Wakers to call once the wheel is no longer borrowed.
+    due: Vec<Waker>,
+}
+
+#[derive(Default)]
+struct Entry {
+    deadline: Option<Instant>,
+    /// The tick of the slot that holds this entry, if any.
+    slot: Option<u64>,
+    fired: bool,
+    waker: Option<Waker>,
+    /// A [`Timer`] owns the entry; a dropped timer's entry is freed when the wheel lets go.
+    owned: bool,
+}
+
+impl Timers {
+    pub fn new(now: Instant) -> Rc<Timers> {
+        Rc::new(Timers {
+            origin: now,
+            now: Cell::new(now),
+            wheel: RefCell::new(Wheel {
+                entries: Vec::new(),
+                free: Vec::new(),
+                slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+                done: 0,
+                due: Vec::new(),
+            }),
+        })
+    }
+
+    /// The shard's coarse clock: the latest time anyone on the shard read.
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// Moves the coarse clock forward to a time read elsewhere on the shard.
+    pub fn observe(&self, now: Instant) {
+        if now > self.now.get() {
+            self.now.set(now);
+        }
+    }
+
+    /// A new timer, disarmed.
+    pub fn timer(self: &Rc<Self>) -> Timer {
+        let mut w = self.wheel.borrow_mut();
+        let idx = match w.free.pop() {
+            Some(i) => i,
+            None => {
+                w.entries.push(Entry::default());
+                (w.entries.len() - 1) as u32
+            }
+        };
+        w.entries[idx as usize] = Entry {
+            owned: true,
+            ..Entry::default()
+        };
+        Timer {
+            timers: self.clone(),
+            idx,
+        }
+    }
+
+    /// Processes every tick up to `now`: fires the timers whose deadline passed and wakes
+    /// their tasks. Called by the shard's timer task every [`TICK`].
+    pub fn advance(&self, now: Instant) {
+        self.observe(now);
+        let due = {
+            let mut w = self.wheel.borrow_mut();
+            let target = self.tick_of(now);
+            // After a stall longer than a turn, one pass over every slot catches up.
+            let first = (w.done + 1).max(target.saturating_sub(SLOTS - 1));
+            for t in first..=target {
+                w.done = t;
+                w.process(t, now, self);
+            }
+            w.done = w.done.max(target);
+            std::mem::take(&mut w.due)
+        };
+        let mut due = due;
+        for waker in due.drain(..) {
+            waker.wake();
+        }
+        // Keep the allocation for the next tick.
+        self.wheel.borrow_mut().due = due;
+    }
+
+    /// Timers in the wheel's table (armed or not): for tests and gauges.
+    pub fn len(&self) -> usize {
+        let w = self.wheel.borrow();
+        w.entries.len() - w.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn tick_of(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.origin).as_millis() / TICK.as_millis()) as u64
+    }
+}
+
+impl Wheel {
+    fn process(&mut self, t: u64, now: Instant, timers: &Timers) {
+        let i = (t % SLOTS) as usize;
+        let mut refs = std::mem::take(&mut self.slots[i]);
+        for &idx in &refs {
+            let e = &mut self.entries[idx as usize];
+            match e.slot {
+                Some(s) if s <= t && s % SLOTS == t % SLOTS => e.slot = None,
+                _ => continue, // a stale reference
+            }
+            if !e.owned {
+                self.free.push(idx);
+                continue;
+            }
+            let Some(deadline) = e.deadline else { continue };
+            if deadline <= now {
+                e.deadline = None;
+                e.fired = true;
+                if let Some(w) = &e.waker {
+                    self.due.push(w.clone());
+                }
+            } else {
+                // Re-slotting never lands in slot `i` again (at most SLOTS - 1 ticks ahead),
+                // so `refs` can be handed back below without losing anything.
+                let at = timers.tick_of(deadline).clamp(t + 1, t + SLOTS - 1);
+                e.slot = Some(at);
+                self.slots[(at % SLOTS) as usize].push(idx);
+            }
+        }
+        refs.clear();
+        self.slots[i] = refs;
+    }
+
+    /// Puts an entry where the wheel will see it no later than `deadline`'s tick.
+    fn slot(&mut self, idx: u32, tick: u64) {
+        let at = tick.clamp(self.done + 1, self.done + SLOTS - 1);
+        let e = &mut self.entries[idx as usize];
+        if e.slot.is_some_and(|s| s <= at) {
+            return; // seen in time; moved on from there if still early
+        }
+        e.slot = Some(at);
+        self.slots[(at % SLOTS) as usize].push(idx);
+    }
+}
+
+/// A reusable deadline owned by a connection. One future at a time runs under it.
+pub struct Timer {
+    timers: Rc<Timers>,
+    idx: u32,
+}
+
+impl Timer {
+    /// The shard's coarse clock (see [`Timers::now`]).
+    pub fn now(&self) -> Instant {
+        self.timers.now()
+    }
+
+    /// Runs `fut` until it finishes or `deadline` passes. The future is polled first, so one
+    /// that is ready at the deadline still counts as finished.
+    pub fn run<F: Future>(&self, deadline: Instant, fut: F) -> Timed<'_, F> {
+        Timed {
+            timer: self,
+            deadline: Some(deadline),
+            fut,
+        }
+    }
+
+    /// [`Timer::run`] with a deadline `timeout` from the coarse clock.
+    pub fn run_for<F: Future>(&self, timeout: Duration, fut: F) -> Timed<'_, F> {
+        self.run(self.now() + timeout, fut)
+    }
+
+    fn arm(&self, deadline: Instant) {
+        let tick = self.timers.tick_of(deadline);
+        let mut w = self.timers.wheel.borrow_mut();
+        let e = &mut w.entries[self.idx as usize];
+        e.deadline = Some(deadline);
+        e.fired = false;
+        w.slot(self.idx, tick);
+    }
+
+    fn disarm(&self) {
+        let mut w = self.timers.wheel.borrow_mut();
+        let e = &mut w.entries[self.idx as usize];
+        e.deadline = None;
+        e.fired = false;
+    }
+
+    fn fired(&self) -> bool {
+        self.timers.wheel.borrow().entries[self.idx as usize].fired
+    }
+
+    fn register(&self, waker: &Waker) {
+        let mut w = self.timers.wheel.borrow_mut();
+        let e = &mut w.entries[self.idx as usize];
+        // A task's waker is the same on every poll: clone it once per connection.
+        if !e.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            e.waker = Some(waker.clone());
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let mut w = self.timers.wheel.borrow_mut();
+        let e = &mut w.entries[self.idx as usize];
+        e.owned = false;
+        e.deadline = None;
+        e.waker = None;
+        if e.slot.is_none() {
+            w.free.push(self.idx);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Timer::run`]: a plain struct rather than an `async fn`, whose state
+    /// would hold the inner future twice (argument and pinned local) and be copied with it.
+    pub struct Timed<'t, F> {
+        timer: &'t Timer,
+        // Armed on the first poll; `None` after.
+        deadline: Option<Instant>,
+        #[pin]
+        fut: F,
+    }
+
+    impl<'t, F> PinnedDrop for Timed<'t, F> {
+        fn drop(this: Pin<&mut Self>) {
+            if this.deadline.is_none() {
+                this.timer.disarm();
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(deadline) = this.deadline.take() {
+            this.timer.arm(deadline);
+        }
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if this.timer.fired() {
+            return Poll::Ready(Err(Elapsed));
+        }
+        this.timer.register(cx.waker());
+        Poll::Pending
+    }
+}
+
+/// Drives a shard's wheel until the runtime ends.
+pub async fn drive(timers: Rc<Timers>) {
+    loop {
+        monoio::time::sleep(TICK).await;
+        timers.advance(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Polls `run` once with a counting waker; returns the pinned future and the counter.
+    fn start(timer: &Timer, deadline: Instant) -> (Run<'_>, Arc<Count>) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let mut fut: Run<'_> = Box::pin(timer.run(deadline, std::future::pending::<()>()));
+        let waker = Waker::from(count.clone());
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        (fut, count)
+    }
+
+    type Run<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), Elapsed>> + 'a>>;
+
+    /// Polls again with the task's own waker, as the runtime would.
+    fn poll_again(fut: &mut Run<'_>, count: &Arc<Count>) -> Poll<Result<(), Elapsed>> {
+        let waker = Waker::from(count.clone());
+        fut.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn fires_once_its_tick_has_passed_and_not_before() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let (mut fut, woken) = start(&timer, t0 + ms(100));
+        timers.advance(t0 + ms(95));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert!(poll_again(&mut fut, &woken).is_pending());
+        timers.advance(t0 + ms(100));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn a_finished_future_is_not_fired_later() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let out = {
+            let mut fut = Box::pin(timer.run(t0 + ms(50), async { 7 }));
+            fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        };
+        assert_eq!(out, Poll::Ready(Ok(7)));
+        timers.advance(t0 + ms(500));
+        assert!(!timer.fired());
+    }
+
+    #[test]
+    fn rearming_later_moves_the_deadline_without_firing_early() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        // A keep-alive connection: each request re-arms the same timer further out.
+        for i in 0..10u64 {
+            let (fut, _) = start(&timer, t0 + ms(i * 10 + 100));
+            drop(fut);
+            timers.advance(t0 + ms(i * 10));
+        }
+        let (mut fut, woken) = start(&timer, t0 + ms(300));
+        timers.advance(t0 + ms(290));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert!(poll_again(&mut fut, &woken).is_pending());
+        timers.advance(t0 + ms(310));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn rearming_earlier_is_seen_at_the_earlier_tick() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let (fut, _) = start(&timer, t0 + ms(3_000));
+        drop(fut);
+        let (mut fut, woken) = start(&timer, t0 + ms(40));
+        timers.advance(t0 + ms(45));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn deadlines_beyond_one_turn_fire_on_time() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let far = t0 + TICK * (SLOTS as u32) * 3 + ms(5);
+        let (mut fut, woken) = start(&timer, far);
+        let mut t = t0;
+        while t + TICK < far {
+            t += TICK;
+            timers.advance(t);
+            assert_eq!(
+                woken.0.load(Ordering::SeqCst),
+                0,
+                "fired early at {:?}",
+                t - t0
+            );
+        }
+        timers.advance(far + TICK);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn a_long_stall_catches_up_in_one_pass() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let (mut fut, woken) = start(&timer, t0 + ms(20));
+        timers.advance(t0 + TICK * (SLOTS as u32) * 5);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    #[test]
+    fn dropped_timers_are_freed_and_reused() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        for _ in 0..100 {
+            let timer = timers.timer();
+            let (fut, _) = start(&timer, t0 + ms(30));
+            drop(fut);
+            let (fut, _) = start(&timer, t0 + ms(30));
+            drop(fut); // armed and slotted when dropped
+        }
+        // Freed as the wheel passes their slot; the table never holds more than it needs.
+        timers.advance(t0 + ms(100));
+        assert!(timers.is_empty());
+        let a = timers.timer();
+        let b = timers.timer();
+        assert_eq!(timers.len(), 2);
+        drop((a, b));
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn observe_only_moves_the_clock_forward() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        timers.observe(t0 + ms(5));
+        timers.observe(t0 + ms(1));
+        assert_eq!(timers.now(), t0 + ms(5));
+        let timer = timers.timer();
+        assert_eq!(timer.now(), t0 + ms(5));
+    }
+}
