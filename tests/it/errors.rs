@@ -100,6 +100,40 @@ both_drivers! {
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     }
 
+    fn a_body_that_stops_arriving_gets_408(driver) {
+        let (gw, up) = gw_with(driver, "[server]\nclient_body_timeout_ms = 300\n");
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        let started = std::time::Instant::now();
+        let mut partial = post("/v1/chat/completions", &format!("{{\"model\":\"gpt-test\",\"pad\":\"{}\"}}", "x".repeat(100)));
+        partial.truncate(partial.len() - 60);
+        s.write_all(&partial).unwrap();
+        let mut out = String::new();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_millis(250), "fired early: {took:?}");
+        assert!(took < std::time::Duration::from_secs(3), "fired late: {took:?}");
+        assert_eq!(up.count(), 0);
+    }
+
+    fn an_idle_keep_alive_connection_is_closed(driver) {
+        let (gw, _up) = gw_with(driver, "[server]\nclient_idle_timeout_ms = 300\n");
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        s.write_all(&post("/v1/chat/completions", r#"{"model":"gpt-test"}"#)).unwrap();
+        assert_eq!(read_response(&mut r).status, 200);
+        let idle_from = std::time::Instant::now();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        // EOF (0 bytes, no error) once the gateway closes the idle connection.
+        let n = std::io::Read::read_to_end(&mut r, &mut rest).expect("closed, not timed out");
+        assert_eq!(n, 0, "nothing is sent on an idle close");
+        let took = idle_from.elapsed();
+        assert!(took >= std::time::Duration::from_millis(250), "closed early: {took:?}");
+        assert!(took < std::time::Duration::from_secs(3), "closed late: {took:?}");
+    }
+
     fn error_then_keep_alive_still_works(driver) {
         let (gw, up) = gw_with(driver, "");
         let mut s = TcpStream::connect(gw.addr).unwrap();
