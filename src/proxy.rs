@@ -82,7 +82,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     routes: &Routes,
     c: &mut Client,
-    head: RequestHead,
+    head: &RequestHead,
     path: UpstreamPath,
 ) -> bool {
     let started = Instant::now();
@@ -108,14 +108,14 @@ async fn answer(
     shard: &Rc<Shard>,
     routes: &Routes,
     c: &mut Client,
-    head: RequestHead,
+    head: &RequestHead,
     path: UpstreamPath,
     started: Instant,
     tally: &Tally,
 ) -> (bool, String) {
-    let request_id = request_id(shard, &head, &c.r.buf);
+    let request_id = request_id(shard, head, &c.r.buf);
     tally.bytes_in.set(head.head_len as u64);
-    let mut prepared = match prepare(shard, routes, c, &head, path, started, tally).await {
+    let mut prepared = match prepare(shard, routes, c, head, path, started, tally).await {
         Ok(p) => p,
         Err(mut refusal) => {
             let Some(err) = refusal.err.take() else {
@@ -131,7 +131,7 @@ async fn answer(
                 let limits = &routes.config.server;
                 refusal.keep_alive = head.keep_alive
                     && !shard.draining.get()
-                    && body::skip(&mut c.r, &head, limits).await;
+                    && body::skip(&mut c.r, head, limits).await;
                 c.r.consume(head.head_len);
             }
             tally.status.set(err.status());

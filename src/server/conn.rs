@@ -16,7 +16,7 @@ use monoio::net::TcpStream;
 use crate::api::{self, Endpoint};
 use crate::config::ServerSettings;
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::head::{parse_request, HeadError, Method, RequestBody, RequestHead};
+use crate::http::head::{parse_request_into, HeadError, Method, RequestBody, RequestHead};
 use crate::server::respond;
 use crate::shard::{Gauge, Shard};
 use crate::telemetry::{micros, RequestEvent, Route};
@@ -139,17 +139,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         refuse_connection(&shard, &mut c, err).await;
         return;
     }
+    // One head for the connection's life: its header list is reused by every request.
+    let mut head = RequestHead::default();
     loop {
-        let head = match read_head(&mut c.r, &limits).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
+        match read_head(&mut c.r, &limits, &mut head).await {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(err) => {
                 refuse_connection(&shard, &mut c, err).await;
                 return;
             }
-        };
+        }
         let _busy = Gauge::enter(&shard.conns_busy);
-        let keep_alive = dispatch(&shard, &mut c, head, &limits, loopback).await;
+        let keep_alive = dispatch(&shard, &mut c, &head, &limits, loopback).await;
         if !keep_alive || shard.draining.get() || c.r.eof {
             return;
         }
@@ -170,7 +172,8 @@ async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
 async fn read_head(
     r: &mut ClientReader,
     limits: &ServerSettings,
-) -> Result<Option<RequestHead>, GatewayError> {
+    head: &mut RequestHead,
+) -> Result<bool, GatewayError> {
     // The shard's coarse clock is enough for timeouts of seconds.
     let mut started: Option<Instant> = if r.buf.is_empty() {
         None
@@ -179,9 +182,10 @@ async fn read_head(
     };
     loop {
         if !r.buf.is_empty() {
-            match parse_request(&r.buf, limits.header_bytes_max, limits.headers_count_max) {
-                Ok(Some(head)) => return Ok(Some(head)),
-                Ok(None) => {}
+            let (bytes_max, count_max) = (limits.header_bytes_max, limits.headers_count_max);
+            match parse_request_into(&r.buf, bytes_max, count_max, head) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
                 Err(e) => return Err(head_error(e)),
             }
         }
@@ -190,8 +194,8 @@ async fn read_head(
             Some(t) => t + limits.client_header_timeout,
         };
         match r.read_more(deadline).await {
-            Ok(0) | Err(_) if started.is_none() => return Ok(None),
-            Ok(0) => return Ok(None),
+            Ok(0) | Err(_) if started.is_none() => return Ok(false),
+            Ok(0) => return Ok(false),
             Ok(_) => {
                 started.get_or_insert_with(|| r.timer.now());
             }
@@ -201,7 +205,7 @@ async fn read_head(
                     "request head not received in time",
                 ))
             }
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(false),
         }
     }
 }
@@ -234,7 +238,7 @@ fn head_error(e: HeadError) -> GatewayError {
 async fn dispatch(
     shard: &Rc<Shard>,
     c: &mut Client,
-    head: RequestHead,
+    head: &RequestHead,
     limits: &ServerSettings,
     loopback: bool,
 ) -> bool {
@@ -262,27 +266,27 @@ async fn answer_local(
     shard: &Rc<Shard>,
     routes: &crate::routes::Routes,
     c: &mut Client,
-    head: RequestHead,
+    head: &RequestHead,
     local: Endpoint,
     limits: &ServerSettings,
     loopback: bool,
 ) -> bool {
-    let answered = Answered::new(route_of(local), Some(&head), c);
-    let request_id = crate::proxy::request_id(shard, &head, &c.r.buf);
+    let answered = Answered::new(route_of(local), Some(head), c);
+    let request_id = crate::proxy::request_id(shard, head, &c.r.buf);
     let answer = match local {
-        Endpoint::Metrics => metrics(shard, routes, &head, &c.r.buf, loopback).await,
+        Endpoint::Metrics => metrics(shard, routes, head, &c.r.buf, loopback).await,
         _ => {
             let snapshot = shard.snapshot.borrow().clone();
             let ctx = api::LocalCtx {
                 snapshot: &snapshot,
                 loopback,
             };
-            api::local(routes, local, &head, &c.r.buf, &ctx)
+            api::local(routes, local, head, &c.r.buf, &ctx)
                 .map(|(status, body)| (status, &b"application/json"[..], body))
         }
     };
     // Local endpoints take no body; skip a small one so keep-alive survives.
-    let mut keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
+    let mut keep = reusable(shard, head) && super::body::skip(&mut c.r, head, limits).await;
     c.r.consume(head.head_len);
     let (status, error) = match answer {
         Ok((status, content_type, body)) => {
@@ -309,12 +313,12 @@ async fn answer_local(
 async fn refuse(
     shard: &Rc<Shard>,
     c: &mut Client,
-    head: RequestHead,
+    head: &RequestHead,
     err: GatewayError,
     limits: &ServerSettings,
 ) -> bool {
-    let answered = Answered::new(Route::Other, Some(&head), c);
-    let keep = reusable(shard, &head) && super::body::skip(&mut c.r, &head, limits).await;
+    let answered = Answered::new(Route::Other, Some(head), c);
+    let keep = reusable(shard, head) && super::body::skip(&mut c.r, head, limits).await;
     c.r.consume(head.head_len);
     respond::error(&mut c.w.out, &err, None, keep);
     let keep = c.w.flush().await.is_ok() && keep;
