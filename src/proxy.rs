@@ -155,10 +155,8 @@ async fn answer(
     let keep = watch_client(&mut c.r, &c.watch, forward)
         .await
         .unwrap_or(false);
-    shard.give_bufs([
-        std::mem::take(&mut prepared.body),
-        std::mem::take(&mut prepared.forwarded),
-    ]);
+    shard.give_buf(std::mem::take(&mut prepared.body));
+    shard.give_buf(std::mem::take(&mut prepared.forwarded));
     (keep, std::mem::take(&mut prepared.request_id))
 }
 
@@ -500,7 +498,8 @@ async fn forward(
                 tally.error.set(Some(kind));
                 let class = classify(None, Some(transport));
                 attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
-                shard.give_bufs([req, scratch]);
+                shard.give_buf(req);
+                shard.give_buf(scratch);
                 return done.keep_alive;
             }
             Ok(done) => {
@@ -511,7 +510,8 @@ async fn forward(
                     status_class
                 };
                 attempt.finish(config, class, head_at, retry_after);
-                shard.give_bufs([req, scratch]);
+                shard.give_buf(req);
+                shard.give_buf(scratch);
                 return done.keep_alive;
             }
             Err(e) => {
@@ -536,7 +536,8 @@ async fn forward(
     let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
     tally.status.set(err.status());
     tally.error.set(Some(err.kind));
-    shard.give_bufs([req, scratch]);
+    shard.give_buf(req);
+    shard.give_buf(scratch);
     respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
     w.flush().await.is_ok() && keep_alive
 }

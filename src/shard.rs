@@ -110,14 +110,15 @@ impl Shard {
         b
     }
 
-    /// Returns buffers for reuse.
-    pub fn give_bufs<const N: usize>(&self, bufs: [Vec<u8>; N]) {
+    /// Returns a buffer for reuse (dropped when the shard keeps enough, or it grew too big).
+    pub fn give_buf(&self, mut b: Vec<u8>) {
+        if b.capacity() > SPARE_BUF_BYTES_MAX {
+            return;
+        }
         let mut spare = self.spare_bufs.borrow_mut();
-        for mut b in bufs {
-            if spare.len() < SPARE_BUFS_MAX && b.capacity() <= SPARE_BUF_BYTES_MAX {
-                b.clear();
-                spare.push(b);
-            }
+        if spare.len() < SPARE_BUFS_MAX {
+            b.clear();
+            spare.push(b);
         }
     }
 

@@ -25,7 +25,8 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How often a shard's wheel is advanced (and the coarse clock refreshed when idle).
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = Duration::from_millis(TICK_MS);
+const TICK_MS: u64 = 10;
 /// Slots of the wheel: deadlines up to `SLOTS × TICK` ahead sit in their own slot; later ones
 /// are looked at once per turn of the wheel and moved on.
 const SLOTS: u64 = 512;
@@ -147,7 +148,10 @@ impl Timers {
     }
 
     fn tick_of(&self, at: Instant) -> u64 {
-        (at.saturating_duration_since(self.origin).as_millis() / TICK.as_millis()) as u64
+        // In u64 milliseconds: `Duration::as_millis` is a u128, and dividing that is a
+        // library call on every arm.
+        let d = at.saturating_duration_since(self.origin);
+        (d.as_secs() * 1000 + u64::from(d.subsec_millis())) / TICK_MS
     }
 }
 
