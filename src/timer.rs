@@ -355,18 +355,29 @@ mod tests {
         fut.as_mut().poll(&mut Context::from_waker(&waker))
     }
 
+    /// Advancing to `quiet` neither wakes nor ends the run; advancing to `fired` does both.
+    fn quiet_then_fired(
+        timers: &Timers,
+        fut: &mut Run<'_>,
+        woken: &Arc<Count>,
+        quiet: Instant,
+        fired: Instant,
+    ) {
+        timers.advance(quiet);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0, "woken early");
+        assert!(poll_again(fut, woken).is_pending());
+        timers.advance(fired);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "not woken");
+        assert_eq!(poll_again(fut, woken), Poll::Ready(Err(Elapsed)));
+    }
+
     #[test]
     fn fires_once_its_tick_has_passed_and_not_before() {
         let t0 = Instant::now();
         let timers = Timers::new(t0);
         let timer = timers.timer();
         let (mut fut, woken) = start(&timer, t0 + ms(100));
-        timers.advance(t0 + ms(95));
-        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
-        assert!(poll_again(&mut fut, &woken).is_pending());
-        timers.advance(t0 + ms(100));
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
-        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+        quiet_then_fired(&timers, &mut fut, &woken, t0 + ms(95), t0 + ms(100));
     }
 
     #[test]
@@ -395,12 +406,7 @@ mod tests {
             timers.advance(t0 + ms(i * 10));
         }
         let (mut fut, woken) = start(&timer, t0 + ms(300));
-        timers.advance(t0 + ms(290));
-        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
-        assert!(poll_again(&mut fut, &woken).is_pending());
-        timers.advance(t0 + ms(310));
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
-        assert_eq!(poll_again(&mut fut, &woken), Poll::Ready(Err(Elapsed)));
+        quiet_then_fired(&timers, &mut fut, &woken, t0 + ms(290), t0 + ms(310));
     }
 
     #[test]
