@@ -19,9 +19,8 @@ use crate::api::peek::write_json_string;
 use crate::config::Config;
 use crate::http::encode::write_decimal;
 
-/// Batches buffered between the shards and the writer thread (each up to 1 024 lines, so at most
-/// about 256 000 lines wait).
-pub const QUEUE_BATCHES_MAX: usize = 256;
+/// Batches buffered between the shards and the writer thread (each up to a few hundred lines).
+pub const QUEUE_BATCHES_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
