@@ -202,6 +202,18 @@ pub fn json_line(out: &mut Vec<u8>, config: &Config, r: &Record, at: SystemTime)
     crate::logging::write_rfc3339(out, at);
     out.extend_from_slice(b"\",\"client\":");
     match r.client {
+        // IPv4 by hand: `Ipv4Addr`'s `Display` goes through `core::fmt` for every octet, which
+        // showed in the writer's profile at 90 000 lines a second.
+        Some(std::net::IpAddr::V4(v4)) => {
+            out.push(b'"');
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(out, u64::from(octet));
+            }
+            out.push(b'"');
+        }
         Some(ip) => {
             use std::io::Write as _;
             let _ = write!(out, "\"{ip}\"");
@@ -343,6 +355,19 @@ token = "tok-u-0123456789abcdef"
             client: Some("10.1.2.3".parse().unwrap()),
             request_id: "id-with-\"quote\\".into(),
             event,
+        }
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_std_formats_them() {
+        let c = config();
+        for ip in ["0.255.9.100", "10.1.2.3", "::1", "2001:db8::7"] {
+            let mut r = record(RequestEvent::default());
+            r.client = Some(ip.parse().unwrap());
+            let mut out = Vec::new();
+            json_line(&mut out, &c, &r, UNIX_EPOCH);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["client"], ip);
         }
     }
 
