@@ -13,8 +13,10 @@
 //!
 //! Precision: deadlines are measured from the shard's coarse clock, refreshed every [`TICK`]
 //! and at every request start, and checked every [`TICK`]. A timeout fires up to one tick
-//! late, or up to one tick early when it was armed on a shard that had been idle. Request
-//! timeouts are seconds; the one short delay (the client watch's 20 ms) does not need better.
+//! late, and early by however far the coarse clock lags: up to a tick normally, longer only
+//! right after the shard itself stalled. Request timeouts are seconds; the one short delay
+//! (the client watch's 20 ms) does not need better. A deadline already passed when armed ends
+//! the run at its first poll (unless its future is ready then), not at the next tick.
 //!
 //! The wheel is pure: [`Timers::advance`] takes the time, so tests drive it without sleeping.
 
@@ -229,8 +231,17 @@ impl Timer {
 
     fn arm(&self, deadline: Instant) {
         let tick = self.timers.tick_of(deadline);
+        let passed = deadline <= self.timers.now();
         let mut w = self.timers.wheel.borrow_mut();
         let e = &mut w.entries[self.idx as usize];
+        if passed {
+            // Already over: the run ends at its first poll unless its future is ready then.
+            // Waiting for the next tick would let bytes that keep arriving just in time stretch
+            // a header or body timeout indefinitely.
+            e.deadline = None;
+            e.fired = true;
+            return;
+        }
         e.deadline = Some(deadline);
         e.fired = false;
         w.slot(self.idx, tick);
@@ -378,6 +389,21 @@ mod tests {
         let timer = timers.timer();
         let (mut fut, woken) = start(&timer, t0 + ms(100));
         quiet_then_fired(&timers, &mut fut, &woken, t0 + ms(95), t0 + ms(100));
+    }
+
+    #[test]
+    fn a_deadline_already_passed_ends_a_pending_run_at_once() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        timers.advance(t0 + ms(200));
+        let mut fut = Box::pin(timer.run(t0 + ms(100), std::future::pending::<()>()));
+        let cx = &mut Context::from_waker(Waker::noop());
+        assert_eq!(fut.as_mut().poll(cx), Poll::Ready(Err(Elapsed)));
+        drop(fut);
+        // A ready future still wins over a passed deadline.
+        let mut ready = Box::pin(timer.run(t0 + ms(100), async { 1 }));
+        assert_eq!(ready.as_mut().poll(cx), Poll::Ready(Ok(1)));
     }
 
     #[test]

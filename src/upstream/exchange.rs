@@ -77,7 +77,11 @@ pub async fn send(
                 format!("sending the request failed: {}", e.kind()),
             ));
         }
-        if !reused {
+        if reused {
+            // The first-byte wait starts once the request is written; a large body to a slow
+            // upstream takes a while, which the shard's coarse clock sees (to a tick) for free.
+            now = now.max(timer.now());
+        } else {
             // Connecting took time of its own.
             now = Instant::now();
         }
