@@ -142,7 +142,7 @@ async fn answer(
         }
     };
     prepared.request_id = request_id;
-    // Boxed once here, the request's ~3 KiB future is never copied again while it is raced
+    // Boxed once here, the request's ~2 KiB future is never copied again while it is raced
     // against the client watch (measured: memmove was the largest user-space cost).
     let forward = Box::pin(forward(
         shard,
@@ -325,221 +325,221 @@ async fn forward(
     let mut failed: Option<(usize, OutcomeClass)> = None;
     let mut req = shard.take_buf(1024 + p.body.len());
     let mut scratch = shard.take_buf(64 + p.body.len());
-    while tried.len() < attempts_max {
-        let now = Instant::now();
-        // Past the deadline no backend is contacted, so none is charged for it.
-        if let Err(e) = exchange::left_at(deadline, now) {
-            last = Some(e);
-            break;
-        }
-        let filter = Filter {
-            user_tags: p.caller.tags(),
-            tried: &tried,
-            provider: p.forced_provider,
-        };
-        // Borrowed, not cloned: the `Arc` is shared by every shard, and touching its count per
-        // request would bounce a cache line between cores.
-        let choice = {
-            let snapshot = shard.snapshot.borrow();
-            shard.balance.borrow_mut().pick(
-                config,
-                p.model,
-                &filter,
-                &pick_req,
-                &snapshot,
-                shard.id,
-                now,
-                &mut shard.rng.borrow_mut(),
-            )
-        };
-        let Some(choice) = choice else { break };
-        if choice.degraded && p.forced_provider.is_some() {
-            // A forced backend that is down is said plainly, never tried blind or routed around.
-            shard
-                .balance
-                .borrow_mut()
-                .cancel(p.model, choice.backend, now);
-            let id = &config.providers[model.backends[choice.backend].provider].id;
-            last = Some(GatewayError::new(
-                ErrorKind::NoBackend,
-                format!(
-                    "backend `{id}` is unavailable for model `{}` (its circuit is open)",
-                    model.name
-                ),
-            ));
-            break;
-        }
-        if let Some((backend, class)) = failed.take() {
-            shard.recorder.borrow_mut().failover(FailoverEvent {
-                model: p.model as u32,
-                backend: backend as u32,
-                class,
-            });
-        }
-        tally.backend.set(Some(choice.backend));
-        tally.attempts.set(tally.attempts.get().saturating_add(1));
-        let mut attempt = Attempt {
-            shard,
-            model: p.model,
-            backend: choice.backend,
-            sent_at: now,
-            first_byte_at: None,
-            done: false,
-        };
-        tried.push(choice.backend);
-        if choice.degraded {
-            log::warn!(
-                "request {}: no available backend for `{}`; trying an unavailable one",
-                p.request_id,
-                model.name
-            );
-        }
-        let backend = &model.backends[choice.backend];
-        let provider = &config.providers[backend.provider];
-        let route = &routes.providers[backend.provider];
-        build_request(&mut req, &mut scratch, route, p, &backend.model);
-        let budget = Budget {
-            connect_timeout: settings.connect_timeout,
-            deadline,
-            now,
-        };
-        let sent = exchange::send(
-            shard,
-            backend.provider,
-            route,
-            &mut req,
-            timer,
-            budget,
-            &limits,
-        )
-        .await;
-        let (conn, head) = match sent {
-            Ok(x) => x,
-            Err(e) => {
-                let failed_at = Instant::now();
-                tally.wait(failed_at.saturating_duration_since(now));
-                log::warn!(
-                    "request {}: backend {}/{} failed: {}",
-                    p.request_id,
-                    provider.id,
-                    backend.model,
-                    e.message
-                );
-                let class = transport_class(&e);
-                attempt.finish(config, class, failed_at, None);
-                // The error itself says whether another backend may be tried.
-                let retry = e.retryable;
+    // Every way out of the attempts passes the end of this block, where the buffers go back.
+    let keep = 'answered: {
+        while tried.len() < attempts_max {
+            let now = Instant::now();
+            // Past the deadline no backend is contacted, so none is charged for it.
+            if let Err(e) = exchange::left_at(deadline, now) {
                 last = Some(e);
-                if retry {
-                    failed = Some((choice.backend, class));
-                    continue;
-                }
                 break;
             }
-        };
-        let head_at = Instant::now();
-        tally.wait(head_at.saturating_duration_since(now));
-        tally.upstream_status.set(head.status);
-        let status_class = classify(Some(head.status), None);
-        let retry_after = (head.status == 429)
-            .then(|| retry_after(&head, &conn.buf))
-            .flatten();
-        if retryable_status(head.status)
-            && tried.len() < attempts_max
-            && balance::filter::has_candidate(
-                config,
-                model,
-                &Filter {
-                    user_tags: p.caller.tags(),
-                    tried: &tried,
-                    provider: p.forced_provider,
-                },
-            )
-        {
-            log::warn!(
-                "request {}: backend {}/{} answered {}; trying another",
-                p.request_id,
-                provider.id,
-                backend.model,
-                head.status
-            );
-            attempt.finish(config, status_class, head_at, retry_after);
-            failed = Some((choice.backend, status_class));
-            continue;
-        }
-        let ctx = relay::RelayCtx {
-            request_id: &p.request_id,
-            backend: &provider.id,
-            provider: backend.provider,
-            client_minor_version: p.client_minor_version,
-            client_keep_alive: keep_alive,
-            stream_must_end_with_done: p.peek.stream && p.path != UpstreamPath::Embeddings,
-            buffer_bytes_max: settings.response_buffer_bytes_max,
-            idle_timeout: settings.stream_idle_timeout,
-            deadline,
-            degraded: choice.degraded,
-            started: p.started,
-            head_at,
-            strip_usage: p.usage_edit.is_some(),
-            client_error: status_class == OutcomeClass::ClientError,
-            // Tokens are only looked for when someone (metrics, access log) will read them.
-            scan_usage: (200..300).contains(&head.status) && shard.telemetry.enabled(),
-            tally,
-            timer,
-        };
-        match relay::relay(shard, w, conn, head, &ctx).await {
-            Ok(done) if done.upstream_broke => {
-                // Broken mid-stream: a failure of the backend, timed by when its head arrived.
-                let (kind, transport) = if done.stalled {
-                    (ErrorKind::UpstreamTimeout, TransportError::Timeout)
-                } else {
-                    (ErrorKind::UpstreamFailed, TransportError::Io)
-                };
-                tally.error.set(Some(kind));
-                let class = classify(None, Some(transport));
-                attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
-                shard.give_buf(req);
-                shard.give_buf(scratch);
-                return done.keep_alive;
+            let filter = Filter {
+                user_tags: p.caller.tags(),
+                tried: &tried,
+                provider: p.forced_provider,
+            };
+            // Borrowed, not cloned: the `Arc` is shared by every shard, and touching its count per
+            // request would bounce a cache line between cores.
+            let choice = {
+                let snapshot = shard.snapshot.borrow();
+                shard.balance.borrow_mut().pick(
+                    config,
+                    p.model,
+                    &filter,
+                    &pick_req,
+                    &snapshot,
+                    shard.id,
+                    now,
+                    &mut shard.rng.borrow_mut(),
+                )
+            };
+            let Some(choice) = choice else { break };
+            if choice.degraded && p.forced_provider.is_some() {
+                // A forced backend that is down is said plainly, never tried blind or routed around.
+                shard
+                    .balance
+                    .borrow_mut()
+                    .cancel(p.model, choice.backend, now);
+                let id = &config.providers[model.backends[choice.backend].provider].id;
+                last = Some(GatewayError::new(
+                    ErrorKind::NoBackend,
+                    format!(
+                        "backend `{id}` is unavailable for model `{}` (its circuit is open)",
+                        model.name
+                    ),
+                ));
+                break;
             }
-            Ok(done) => {
-                attempt.first_byte_at = tally.first_byte.get();
-                let class = if done.model_error {
-                    OutcomeClass::ModelError
-                } else {
-                    status_class
-                };
-                attempt.finish(config, class, head_at, retry_after);
-                shard.give_buf(req);
-                shard.give_buf(scratch);
-                return done.keep_alive;
+            if let Some((backend, class)) = failed.take() {
+                shard.recorder.borrow_mut().failover(FailoverEvent {
+                    model: p.model as u32,
+                    backend: backend as u32,
+                    class,
+                });
             }
-            Err(e) => {
+            tally.backend.set(Some(choice.backend));
+            tally.attempts.set(tally.attempts.get().saturating_add(1));
+            let mut attempt = Attempt {
+                shard,
+                model: p.model,
+                backend: choice.backend,
+                sent_at: now,
+                first_byte_at: None,
+                done: false,
+            };
+            tried.push(choice.backend);
+            if choice.degraded {
                 log::warn!(
-                    "request {}: backend {}/{} failed mid-response: {}",
+                    "request {}: no available backend for `{}`; trying an unavailable one",
+                    p.request_id,
+                    model.name
+                );
+            }
+            let backend = &model.backends[choice.backend];
+            let provider = &config.providers[backend.provider];
+            let route = &routes.providers[backend.provider];
+            build_request(&mut req, &mut scratch, route, p, &backend.model);
+            let budget = Budget {
+                connect_timeout: settings.connect_timeout,
+                deadline,
+                now,
+            };
+            let sent = exchange::send(
+                shard,
+                backend.provider,
+                route,
+                &mut req,
+                timer,
+                budget,
+                &limits,
+            )
+            .await;
+            let (conn, head) = match sent {
+                Ok(x) => x,
+                Err(e) => {
+                    let failed_at = Instant::now();
+                    tally.wait(failed_at.saturating_duration_since(now));
+                    log::warn!(
+                        "request {}: backend {}/{} failed: {}",
+                        p.request_id,
+                        provider.id,
+                        backend.model,
+                        e.message
+                    );
+                    let class = transport_class(&e);
+                    attempt.finish(config, class, failed_at, None);
+                    // The error itself says whether another backend may be tried.
+                    let retry = e.retryable;
+                    last = Some(e);
+                    if retry {
+                        failed = Some((choice.backend, class));
+                        continue;
+                    }
+                    break;
+                }
+            };
+            let head_at = Instant::now();
+            tally.wait(head_at.saturating_duration_since(now));
+            tally.upstream_status.set(head.status);
+            let status_class = classify(Some(head.status), None);
+            let retry_after = (head.status == 429)
+                .then(|| retry_after(&head, &conn.buf))
+                .flatten();
+            if retryable_status(head.status)
+                && tried.len() < attempts_max
+                && balance::filter::has_candidate(
+                    config,
+                    model,
+                    &Filter {
+                        user_tags: p.caller.tags(),
+                        tried: &tried,
+                        provider: p.forced_provider,
+                    },
+                )
+            {
+                log::warn!(
+                    "request {}: backend {}/{} answered {}; trying another",
                     p.request_id,
                     provider.id,
                     backend.model,
-                    e.message
+                    head.status
                 );
-                let class = transport_class(&e);
-                attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
-                let retry = e.retryable;
-                last = Some(e);
-                if !retry {
-                    break;
+                attempt.finish(config, status_class, head_at, retry_after);
+                failed = Some((choice.backend, status_class));
+                continue;
+            }
+            let ctx = relay::RelayCtx {
+                request_id: &p.request_id,
+                backend: &provider.id,
+                provider: backend.provider,
+                client_minor_version: p.client_minor_version,
+                client_keep_alive: keep_alive,
+                stream_must_end_with_done: p.peek.stream && p.path != UpstreamPath::Embeddings,
+                buffer_bytes_max: settings.response_buffer_bytes_max,
+                idle_timeout: settings.stream_idle_timeout,
+                deadline,
+                degraded: choice.degraded,
+                started: p.started,
+                head_at,
+                strip_usage: p.usage_edit.is_some(),
+                client_error: status_class == OutcomeClass::ClientError,
+                // Tokens are only looked for when someone (metrics, access log) will read them.
+                scan_usage: (200..300).contains(&head.status) && shard.telemetry.enabled(),
+                tally,
+                timer,
+            };
+            match relay::relay(shard, w, conn, head, &ctx).await {
+                Ok(done) if done.upstream_broke => {
+                    // Broken mid-stream: a failure of the backend, timed by when its head arrived.
+                    let (kind, transport) = if done.stalled {
+                        (ErrorKind::UpstreamTimeout, TransportError::Timeout)
+                    } else {
+                        (ErrorKind::UpstreamFailed, TransportError::Io)
+                    };
+                    tally.error.set(Some(kind));
+                    let class = classify(None, Some(transport));
+                    attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
+                    break 'answered done.keep_alive;
                 }
-                failed = Some((choice.backend, class));
+                Ok(done) => {
+                    attempt.first_byte_at = tally.first_byte.get();
+                    let class = if done.model_error {
+                        OutcomeClass::ModelError
+                    } else {
+                        status_class
+                    };
+                    attempt.finish(config, class, head_at, retry_after);
+                    break 'answered done.keep_alive;
+                }
+                Err(e) => {
+                    log::warn!(
+                        "request {}: backend {}/{} failed mid-response: {}",
+                        p.request_id,
+                        provider.id,
+                        backend.model,
+                        e.message
+                    );
+                    let class = transport_class(&e);
+                    attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
+                    let retry = e.retryable;
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                    failed = Some((choice.backend, class));
+                }
             }
         }
-    }
-    let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
-    tally.status.set(err.status());
-    tally.error.set(Some(err.kind));
+        let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
+        tally.status.set(err.status());
+        tally.error.set(Some(err.kind));
+        respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
+        w.flush().await.is_ok() && keep_alive
+    };
     shard.give_buf(req);
     shard.give_buf(scratch);
-    respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
-    w.flush().await.is_ok() && keep_alive
+    keep
 }
 
 /// Statuses that say "try elsewhere": overload, rate limit, transient server failure.

@@ -119,7 +119,7 @@ impl Timers {
     /// their tasks. Called by the shard's timer task every [`TICK`].
     pub fn advance(&self, now: Instant) {
         self.observe(now);
-        let due = {
+        let mut due = {
             let mut w = self.wheel.borrow_mut();
             let target = self.tick_of(now);
             // After a stall longer than a turn, one pass over every slot catches up.
@@ -131,7 +131,6 @@ impl Timers {
             w.done = w.done.max(target);
             std::mem::take(&mut w.due)
         };
-        let mut due = due;
         for waker in due.drain(..) {
             waker.wake();
         }
@@ -139,14 +138,11 @@ impl Timers {
         self.wheel.borrow_mut().due = due;
     }
 
-    /// Timers in the wheel's table (armed or not): for tests and gauges.
-    pub fn len(&self) -> usize {
+    /// Timers in the wheel's table (armed or not, or dropped and waiting for their slot).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let w = self.wheel.borrow();
         w.entries.len() - w.free.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn tick_of(&self, at: Instant) -> u64 {
@@ -179,11 +175,9 @@ impl Wheel {
                     self.due.push(w.clone());
                 }
             } else {
-                // Re-slotting never lands in slot `i` again (at most SLOTS - 1 ticks ahead),
-                // so `refs` can be handed back below without losing anything.
-                let at = timers.tick_of(deadline).clamp(t + 1, t + SLOTS - 1);
-                e.slot = Some(at);
-                self.slots[(at % SLOTS) as usize].push(idx);
+                // `done` is `t`, so this lands 1 to SLOTS - 1 ticks ahead: never in slot `i`,
+                // and `refs` can be handed back below without losing anything.
+                self.slot(idx, timers.tick_of(deadline));
             }
         }
         refs.clear();
@@ -495,12 +489,12 @@ mod tests {
         }
         // Freed as the wheel passes their slot; the table never holds more than it needs.
         timers.advance(t0 + ms(100));
-        assert!(timers.is_empty());
+        assert_eq!(timers.len(), 0);
         let a = timers.timer();
         let b = timers.timer();
         assert_eq!(timers.len(), 2);
         drop((a, b));
-        assert!(timers.is_empty());
+        assert_eq!(timers.len(), 0);
     }
 
     #[test]

@@ -7,8 +7,6 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::timer::Timer;
-
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
@@ -20,6 +18,7 @@ use crate::http::head::{parse_request_into, HeadError, Method, RequestBody, Requ
 use crate::server::respond;
 use crate::shard::{Gauge, Shard};
 use crate::telemetry::{micros, RequestEvent, Route};
+use crate::timer::Timer;
 
 /// Initial capacity of a connection's read and write buffers.
 const CONN_BUF_BYTES: usize = 8 * 1024;

@@ -8,7 +8,6 @@
 //! indexed by config position, so folding an event is an index and an atomic add, not a
 //! key lookup (monoio-notes §5: a keyed `counter!` costs 60–340 ns, a cached handle ~5 ns).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +17,7 @@ use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 use super::catalog::{
     build_recorder, class_index, class_label, status_class, CLASSES, STATUS_CLASSES,
 };
+use super::handles::{Batched, FastMap, Table};
 use super::histo::Series;
 use super::view::{Histograms, MetricsView};
 use super::{RequestEvent, Route, NONE};
@@ -35,99 +35,6 @@ use crate::health::snapshot::Snapshot;
 const FOLD_SLICE_EVENTS: usize = 512;
 
 static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
-
-/// Maps keyed by a few small integers, looked up once or twice per folded request: SipHash's
-/// protection against chosen keys is not needed for config indices and status codes, and it
-/// was the control thread's largest cost after the fold itself.
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<MixHasher>>;
-
-/// A multiply-rotate hasher for short integer keys (the scheme of rustc's FxHasher).
-#[derive(Default)]
-struct MixHasher(u64);
-
-impl std::hash::Hasher for MixHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A lazily registered table of handles.
-struct Table<T> {
-    slots: Vec<Option<T>>,
-}
-
-impl<T> Table<T> {
-    fn new(n: usize) -> Self {
-        Table {
-            slots: (0..n).map(|_| None).collect(),
-        }
-    }
-
-    fn get<U: Into<T>>(&mut self, i: usize, make: impl FnOnce() -> U) -> Option<&mut T> {
-        let slot = self.slots.get_mut(i)?;
-        Some(slot.get_or_insert_with(|| make().into()))
-    }
-}
-
-impl Table<Batched> {
-    fn flush(&mut self) {
-        self.slots.iter_mut().flatten().for_each(Batched::flush);
-    }
-}
-
-/// A counter and the increments folded into it since the last flush: one atomic add (two,
-/// with the registry's generation count) per series per report instead of per event.
-struct Batched {
-    counter: Counter,
-    pending: u64,
-}
-
-impl From<Counter> for Batched {
-    fn from(counter: Counter) -> Batched {
-        Batched {
-            counter,
-            pending: 0,
-        }
-    }
-}
-
-impl Batched {
-    fn add(&mut self, n: u64) {
-        self.pending += n;
-    }
-
-    fn flush(&mut self) {
-        if self.pending > 0 {
-            self.counter.increment(std::mem::take(&mut self.pending));
-        }
-    }
-}
 
 /// Per-(model, backend) label values, flattened: `pair(model, backend)` indexes them; the last
 /// entry stands for "no model / no backend".

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod catalog;
 pub mod exporter;
+mod handles;
 pub mod histo;
 pub mod usage;
 pub mod view;
