@@ -4,9 +4,11 @@
 //! thread formats and writes the lines, batching writes while the queue has more. A full queue
 //! drops the line and counts it (exported as `berry_access_log_dropped_total`), so a slow disk
 //! or a blocked stdout can never stall a shard. Only config ids (user, model, backend) are
-//! written, never a token or a key.
+//! written, never a token or a key. A file target follows rotation ([`sink`]).
 
-use std::io::{self, Write};
+mod sink;
+
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use super::{write_ms, RequestEvent, NONE};
 use crate::api::peek::write_json_string;
 use crate::config::Config;
 use crate::http::encode::write_decimal;
+use sink::Sink;
 
 /// Batches buffered between the shards and the writer thread (each up to a few hundred lines).
 pub const QUEUE_BATCHES_MAX: usize = 1024;
@@ -77,44 +80,48 @@ impl AccessLog {
 /// once every [`AccessLog`] clone is dropped, after writing what was queued.
 pub fn start(config: Arc<Config>) -> io::Result<Option<AccessLog>> {
     let obs = &config.observability;
-    let out: Box<dyn Write + Send> = match &obs.access_log {
+    let out = match &obs.access_log {
         Target::Off => return Ok(None),
-        Target::Stdout => Box::new(io::stdout()),
-        Target::Stderr => Box::new(io::stderr()),
-        Target::File(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot open the access log {}: {e}", path.display()),
-                    )
-                })?,
-        ),
+        Target::Stdout => Sink::Stream(Box::new(io::stdout())),
+        Target::Stderr => Sink::Stream(Box::new(io::stderr())),
+        Target::File(path) => Sink::file(path, sink::ROTATION_CHECK).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open the access log {}: {e}", path.display()),
+            )
+        })?,
     };
     let format = obs.access_log_format;
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES_MAX);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let lost = dropped.clone();
     std::thread::Builder::new()
         .name("berry-access".into())
         .spawn(move || {
             crate::runtime::background_priority();
-            writer(rx, out, &config, format)
+            writer(rx, out, &config, format, &lost)
         })?;
-    Ok(Some(AccessLog {
-        tx,
-        dropped: Arc::new(AtomicU64::new(0)),
-    }))
+    Ok(Some(AccessLog { tx, dropped }))
 }
 
+/// Formats queued lines and writes them in batches until every sender is gone. Lines of a
+/// batch that fails to write are counted in `dropped`, like lines the queue had no room for.
 fn writer(
     rx: Receiver<Vec<Record>>,
-    mut out: Box<dyn Write + Send>,
+    mut out: Sink,
     config: &Config,
     format: Format,
+    dropped: &AtomicU64,
 ) {
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut lines = 0u64;
+    let mut write = |buf: &mut Vec<u8>, lines: &mut u64| {
+        if out.write_batch(buf, Instant::now()).is_err() {
+            dropped.fetch_add(*lines, Ordering::Relaxed);
+        }
+        buf.clear();
+        *lines = 0;
+    };
     let mut clock = WallClock::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -126,18 +133,13 @@ fn writer(
                     Format::Text => text_line(&mut buf, config, r, at),
                 }
             }
+            lines += batch.len() as u64;
             if buf.len() >= 128 * 1024 {
-                if out.write_all(&buf).is_err() {
-                    return;
-                }
-                buf.clear();
+                write(&mut buf, &mut lines);
             }
             next = rx.try_recv().ok();
         }
-        if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
-            return;
-        }
-        buf.clear();
+        write(&mut buf, &mut lines);
     }
 }
 
@@ -445,6 +447,50 @@ token = "tok-u-0123456789abcdef"
         assert!(text.contains(" 10.1.2.3 401 POST other "), "{text}");
         assert!(text.contains("user=- model=- backend=-"), "{text}");
         assert!(text.trim_end().ends_with("error=invalid_api_key"), "{text}");
+    }
+
+    /// Fails its first write, then keeps what it is given.
+    struct FlakyOut {
+        calls: Arc<AtomicU64>,
+        kept: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl std::io::Write for FlakyOut {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            self.kept.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_its_lines_as_dropped_and_the_writer_goes_on() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = Sink::Stream(Box::new(FlakyOut {
+            calls: calls.clone(),
+            kept: kept.clone(),
+        }));
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d = dropped.clone();
+        let t = std::thread::spawn(move || writer(rx, out, &config(), Format::Text, &d));
+        let batch = |n: usize| (0..n).map(|_| record(RequestEvent::default())).collect();
+        tx.send(batch(3)).unwrap();
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        tx.send(batch(2)).unwrap();
+        drop(tx);
+        t.join().unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), 3);
+        let kept = String::from_utf8(kept.lock().unwrap().clone()).unwrap();
+        assert_eq!(kept.lines().count(), 2, "{kept}");
     }
 
     #[test]

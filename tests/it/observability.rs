@@ -905,3 +905,85 @@ fn a_client_that_closes_after_its_answer_was_answered() {
     assert_eq!(status(&s, "200"), N as f64, "{text}");
     assert_eq!(status(&s, "499"), 0.0, "{text}");
 }
+
+/// A file access log renamed away (logrotate's default) is followed: lines written after the
+/// rename land in a new file at the configured path, and none is lost on the way.
+#[test]
+fn access_log_file_follows_rotation() {
+    let good = mock_upstream();
+    let log = temp_file("access.log", "");
+    let rotated = TempFile {
+        path: log.path.with_extension("log.1"),
+    };
+    let extra = format!(
+        "[observability]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n",
+        log.path.display()
+    );
+    let gw = gateway(&config(good, dead_addr(), &extra), DriverChoice::Auto);
+    let ok = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let r = send_raw(
+                    gw.addr,
+                    &post("/v1/chat/completions", &chat("gpt-test", "")),
+                );
+                assert_eq!(r.status, 200);
+                r.header("x-request-id").unwrap().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let ids_of = |path: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["request_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let wait_for = |path: &std::path::Path, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ids_of(path).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} lines never reached {}",
+                n,
+                path.display()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let before = ok(3);
+    wait_for(&log.path, 3);
+    std::fs::rename(&log.path, &rotated.path).unwrap();
+    // The writer looks at the path at most once a second; keep sending until the new file
+    // appears, then check that every line is in exactly one of the two files.
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the access log was never reopened"
+        );
+        after.extend(ok(1));
+        thread::sleep(Duration::from_millis(50));
+    }
+    after.extend(ok(2));
+    let total = before.len() + after.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids_of(&rotated.path).len() + ids_of(&log.path).len() < total {
+        assert!(Instant::now() < deadline, "lines went missing");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let old = ids_of(&rotated.path);
+    let new = ids_of(&log.path);
+    assert_eq!(&old[..3], &before[..]);
+    let mut seen: Vec<String> = old.into_iter().chain(new.iter().cloned()).collect();
+    let mut sent: Vec<String> = before.into_iter().chain(after.iter().cloned()).collect();
+    seen.sort();
+    sent.sort();
+    assert_eq!(seen, sent);
+    assert!(!new.is_empty());
+    assert_eq!(new.last(), after.last());
+}
