@@ -117,13 +117,15 @@ fn integer(b: &[u8], mut i: usize) -> Option<(u32, usize)> {
     (i > start).then_some((n as u32, i))
 }
 
-/// Bytes at the end of a streamed-through JSON body searched for its `usage` object.
-const BODY_TAIL_BYTES: usize = 4096;
+/// Bytes at each end of a streamed-through JSON body searched for its `usage` object.
+const BODY_END_BYTES: usize = 4096;
 
 /// Finds the usage of a body relayed piece by piece.
 pub struct BodyScan {
     sse: bool,
-    /// The end of a JSON body seen so far (unused for SSE).
+    /// The first bytes of a JSON body (unused for SSE).
+    head: Vec<u8>,
+    /// The last bytes of a JSON body seen so far (unused for SSE).
     tail: Vec<u8>,
 }
 
@@ -131,23 +133,27 @@ impl BodyScan {
     pub fn new(sse: bool) -> BodyScan {
         BodyScan {
             sse,
+            head: Vec::new(),
             tail: Vec::new(),
         }
     }
 
     /// Takes the next piece sent on (`finished`: the body's last). SSE pieces are whole events,
     /// which a `usage` object never spans, so each is searched. A JSON body arrives in arbitrary
-    /// pieces that may split its `usage` (last, in OpenAI's shape), so its tail is kept and
-    /// searched once the body has ended.
+    /// pieces that may split its `usage`, so both of its ends are kept and searched once the
+    /// body has ended: OpenAI puts `usage` last, some servers put it before a long `data`
+    /// array. The tail wins when both have one.
     pub fn feed(&mut self, piece: &[u8], finished: bool) -> Option<Usage> {
         if self.sse {
             return find(piece);
         }
+        let room = BODY_END_BYTES - self.head.len();
+        self.head.extend_from_slice(&piece[..piece.len().min(room)]);
         self.tail.extend_from_slice(piece);
-        let excess = self.tail.len().saturating_sub(BODY_TAIL_BYTES);
+        let excess = self.tail.len().saturating_sub(BODY_END_BYTES);
         self.tail.drain(..excess);
         if finished {
-            find(&self.tail)
+            find(&self.tail).or_else(|| find(&self.head))
         } else {
             None
         }
@@ -264,6 +270,36 @@ mod tests {
             let body = br#"{"usage":{"x\"y":1,"prompt_tokens":3,"completion_tokens":4}}"#;
             let _ = find(&body[..cut.min(body.len())]);
         }
+    }
+
+    /// Feeds `body` to a JSON `BodyScan` in pieces of `step` bytes.
+    fn scan_in_pieces(body: &str, step: usize) -> Option<Usage> {
+        let mut scan = BodyScan::new(false);
+        let pieces: Vec<&[u8]> = body.as_bytes().chunks(step).collect();
+        let mut found = None;
+        for (i, p) in pieces.iter().enumerate() {
+            found = scan.feed(p, i + 1 == pieces.len());
+        }
+        found
+    }
+
+    #[test]
+    fn a_large_json_body_has_its_usage_found_at_either_end_across_pieces() {
+        let data = format!("[{}0]", "0.125,".repeat(20_000));
+        let usage = r#""usage":{"prompt_tokens":11,"total_tokens":11}"#;
+        let first = format!(r#"{{"object":"list",{usage},"data":{data},"model":"e"}}"#);
+        let last = format!(r#"{{"object":"list","data":{data},"model":"e",{usage}}}"#);
+        let want = Some(Usage {
+            prompt: 11,
+            completion: 0,
+        });
+        // Piece sizes that cut the usage object in two at different places.
+        for step in [7, 1000, 4093, 65_536] {
+            assert_eq!(scan_in_pieces(&first, step), want, "first, step {step}");
+            assert_eq!(scan_in_pieces(&last, step), want, "last, step {step}");
+        }
+        let none = format!(r#"{{"object":"list","data":{data}}}"#);
+        assert_eq!(scan_in_pieces(&none, 1000), None);
     }
 
     #[test]
