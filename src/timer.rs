@@ -14,7 +14,10 @@
 //! Precision: deadlines are measured from the shard's coarse clock, refreshed every [`TICK`]
 //! and at every request start, and checked every [`TICK`]. A timeout fires up to one tick
 //! late, and early by however far the coarse clock lags: up to a tick normally, longer only
-//! right after the shard itself stalled. Request timeouts are seconds; the one short delay
+//! right after the shard itself stalled.
+//!
+//! Idle shards: while no entry is in the wheel (no connection open, typically) the timer task
+//! waits for the next arm instead of ticking, and the coarse clock reads the real one. Request timeouts are seconds; the one short delay
 //! (the client watch's 20 ms) does not need better. A deadline already passed when armed ends
 //! the run at its first poll (unless its future is ready then), not at the next tick.
 //!
@@ -41,6 +44,9 @@ pub struct Elapsed;
 pub struct Timers {
     origin: Instant,
     now: Cell<Instant>,
+    /// The timer task is parked (nothing armed), so nothing refreshes `now` every tick: reads
+    /// of the coarse clock read the real one instead.
+    paused: Cell<bool>,
     wheel: RefCell<Wheel>,
 }
 
@@ -55,6 +61,10 @@ struct Wheel {
     done: u64,
     /// Wakers to call once the wheel is no longer borrowed.
     due: Vec<Waker>,
+    /// Entries sitting in a slot. None: nothing for the timer task to do until one is armed.
+    slotted: usize,
+    /// The timer task, waiting for a first entry while `slotted` is 0 (an idle shard).
+    parked: Option<Waker>,
 }
 
 #[derive(Default)]
@@ -73,18 +83,25 @@ impl Timers {
         Rc::new(Timers {
             origin: now,
             now: Cell::new(now),
+            paused: Cell::new(false),
             wheel: RefCell::new(Wheel {
                 entries: Vec::new(),
                 free: Vec::new(),
                 slots: (0..SLOTS).map(|_| Vec::new()).collect(),
                 done: 0,
                 due: Vec::new(),
+                slotted: 0,
+                parked: None,
             }),
         })
     }
 
-    /// The shard's coarse clock: the latest time anyone on the shard read.
+    /// The shard's coarse clock: the latest time anyone on the shard read. Exact while the
+    /// wheel is idle, when no tick keeps it fresh.
     pub fn now(&self) -> Instant {
+        if self.paused.get() {
+            self.observe(Instant::now());
+        }
         self.now.get()
     }
 
@@ -138,6 +155,19 @@ impl Timers {
         self.wheel.borrow_mut().due = due;
     }
 
+    /// Ready when an entry is slotted; otherwise keeps `waker` to wake at the next arm.
+    fn park_while_empty(&self, waker: &Waker) -> Poll<()> {
+        let mut w = self.wheel.borrow_mut();
+        let idle = w.slotted == 0;
+        self.paused.set(idle);
+        if !idle {
+            w.parked = None;
+            return Poll::Ready(());
+        }
+        w.parked = Some(waker.clone());
+        Poll::Pending
+    }
+
     /// Timers in the wheel's table (armed or not, or dropped and waiting for their slot).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -163,6 +193,7 @@ impl Wheel {
                 Some(s) if s <= t && s % SLOTS == t % SLOTS => e.slot = None,
                 _ => continue, // a stale reference
             }
+            self.slotted -= 1;
             if !e.owned {
                 self.free.push(idx);
                 continue;
@@ -190,6 +221,9 @@ impl Wheel {
         let e = &mut self.entries[idx as usize];
         if e.slot.is_some_and(|s| s <= at) {
             return; // seen in time; moved on from there if still early
+        }
+        if e.slot.is_none() {
+            self.slotted += 1;
         }
         e.slot = Some(at);
         self.slots[(at % SLOTS) as usize].push(idx);
@@ -239,6 +273,12 @@ impl Timer {
         e.deadline = Some(deadline);
         e.fired = false;
         w.slot(self.idx, tick);
+        if w.parked.is_some() {
+            // The first deadline on an idle shard: the wheel turns again.
+            let task = w.parked.take();
+            drop(w);
+            task.into_iter().for_each(Waker::wake);
+        }
     }
 
     fn disarm(&self) {
@@ -314,9 +354,12 @@ impl<F: Future> Future for Timed<'_, F> {
     }
 }
 
-/// Drives a shard's wheel until the runtime ends.
+/// Drives a shard's wheel until the runtime ends. While no entry is slotted (typically: no
+/// connection open) it waits for the first arm instead of waking the shard every tick; the
+/// coarse clock then reads the real one, so a deadline set after a long pause is not early.
 pub async fn drive(timers: Rc<Timers>) {
     loop {
+        std::future::poll_fn(|cx| timers.park_while_empty(cx.waker())).await;
         monoio::time::sleep(TICK).await;
         timers.advance(Instant::now());
     }
@@ -374,6 +417,70 @@ mod tests {
         timers.advance(fired);
         assert_eq!(woken.0.load(Ordering::SeqCst), 1, "not woken");
         assert_eq!(poll_again(fut, woken), Poll::Ready(Err(Elapsed)));
+    }
+
+    /// Polls the timer task's wait for a first entry with a counting waker.
+    fn park(timers: &Timers) -> (Poll<()>, Arc<Count>) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        (timers.park_while_empty(&waker), count)
+    }
+
+    #[test]
+    fn an_empty_wheel_parks_its_task_until_the_first_arm() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        let (parked, task) = park(&timers);
+        assert!(parked.is_pending(), "nothing armed: the task waits");
+        let (mut fut, woken) = start(&timer, t0 + ms(100));
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the arm wakes the task");
+        assert!(park(&timers).0.is_ready());
+        quiet_then_fired(&timers, &mut fut, &woken, t0 + ms(50), t0 + ms(100));
+        assert!(park(&timers).0.is_pending(), "empty again once fired");
+    }
+
+    #[test]
+    fn a_parked_wheel_reads_the_real_clock() {
+        // A wheel whose clock was last refreshed a second ago, and whose task then parked.
+        let Some(t0) = Instant::now().checked_sub(ms(1000)) else {
+            return; // a machine up for under a second: nothing to go back to
+        };
+        let timers = Timers::new(t0);
+        assert_eq!(
+            timers.now(),
+            t0,
+            "ticking: the coarse clock as last refreshed"
+        );
+        assert!(park(&timers).0.is_pending());
+        let before = Instant::now();
+        assert!(
+            timers.now() >= before,
+            "a deadline set now would be a second early"
+        );
+    }
+
+    #[test]
+    fn a_dropped_timer_keeps_the_wheel_turning_until_its_slot_frees_it() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let timer = timers.timer();
+        drop(start(&timer, t0 + ms(30)));
+        drop(timer);
+        assert!(park(&timers).0.is_ready(), "its slot still holds it");
+        timers.advance(t0 + ms(30));
+        assert_eq!(timers.len(), 0);
+        assert!(park(&timers).0.is_pending());
+        // A re-slotted entry (deadline beyond one turn) is counted once.
+        let far = timers.timer();
+        let turn = TICK * (SLOTS as u32);
+        let (_fut, _woken) = start(&far, t0 + turn * 3);
+        for i in 1..=10u32 {
+            timers.advance(t0 + turn * i / 4);
+            assert!(park(&timers).0.is_ready(), "at quarter {i}");
+        }
+        timers.advance(t0 + turn * 3);
+        assert!(park(&timers).0.is_pending());
     }
 
     #[test]
