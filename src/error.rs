@@ -55,6 +55,8 @@ pub enum ErrorKind {
     NoBackend,
     /// The shard is at `connections_per_shard_max` or draining.
     Overloaded,
+    /// The user's `rate_limit` has no room for this request.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -69,6 +71,7 @@ impl ErrorKind {
             ErrorKind::LengthRequired => 411,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::RateLimited => 429,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamFailed => 502,
@@ -86,6 +89,8 @@ impl ErrorKind {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => "upstream_error",
             ErrorKind::NoBackend | ErrorKind::Overloaded => "service_unavailable_error",
+            // OpenAI's type for a request-count limit (`tokens` is the other kind).
+            ErrorKind::RateLimited => "requests",
             _ => "invalid_request_error",
         }
     }
@@ -112,6 +117,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoBackend => "no_available_backend",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::RateLimited => "rate_limit_exceeded",
         }
     }
 
@@ -133,6 +139,8 @@ pub struct GatewayError {
     pub retryable: bool,
     /// For 405: the `allow` header value.
     pub allow: Option<&'static str>,
+    /// For 429: whole seconds until the request would fit (`retry-after`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl GatewayError {
@@ -142,6 +150,25 @@ impl GatewayError {
             message: message.into(),
             retryable: false,
             allow: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429: the user's `rate_limit` window `denied.span` is full.
+    pub fn rate_limited(denied: crate::ratelimit::Denied) -> Self {
+        // Rounded up: a client that waits exactly this long finds room.
+        let secs = denied.retry_after.as_secs() + u64::from(denied.retry_after.subsec_nanos() > 0);
+        GatewayError {
+            retry_after_secs: Some(secs.max(1)),
+            ..GatewayError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "rate limit reached: {} requests per {}; retry in {} s",
+                    denied.limit,
+                    denied.span.name(),
+                    secs.max(1)
+                ),
+            )
         }
     }
 
@@ -153,6 +180,7 @@ impl GatewayError {
             message: message.into(),
             retryable: true,
             allow: None,
+            retry_after_secs: None,
         }
     }
 
@@ -163,6 +191,7 @@ impl GatewayError {
             message: format!("method not allowed; this endpoint takes {allow}"),
             retryable: false,
             allow: Some(allow),
+            retry_after_secs: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod mock;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -273,6 +273,12 @@ async fn prepare<'r>(
         }
         Some(id) => Some(forced_provider(config, &config.models[model], &id).map_err(refuse)?),
     };
+    // Last of the checks, so that only a request that will be forwarded spends quota.
+    if let Some(limiter) = caller.index.and_then(|u| routes.limiter(u)) {
+        limiter
+            .admit(started)
+            .map_err(|denied| refuse(GatewayError::rate_limited(denied)))?;
+    }
     let inject = config.observability.stream_usage == StreamUsage::Inject
         && peek.stream
         && path != UpstreamPath::Embeddings;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Provider, Scheme, User};
+use crate::ratelimit::Limiter;
 
 /// The upstream endpoints Berry forwards to, in the order of [`UpstreamPath`] indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Routes {
     pub loaded_at_unix: u64,
     /// When the process started serving, for `uptime_seconds`.
     pub started: std::time::Instant,
+    /// Per user (index of `Config.users`): its request limits, counted by every shard.
+    limiters: Vec<Option<Limiter>>,
 }
 
 /// Resolved socket addresses per provider index; refreshed by the control thread.
@@ -86,14 +89,26 @@ impl Routes {
         let loaded_at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let started = std::time::Instant::now();
+        let limiters = config
+            .users
+            .iter()
+            .map(|u| u.rate_limit.as_ref().map(|l| Limiter::new(l, started)))
+            .collect();
         Ok(Routes {
             provider_header_names,
             config,
             providers,
             tokens,
             loaded_at_unix,
-            started: std::time::Instant::now(),
+            started,
+            limiters,
         })
+    }
+
+    /// The request limits of the user at `index`, if it has any.
+    pub fn limiter(&self, user: usize) -> Option<&Limiter> {
+        self.limiters.get(user)?.as_ref()
     }
 
     /// The enabled user whose token this is, if any.

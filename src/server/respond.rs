@@ -55,6 +55,11 @@ pub fn error(out: &mut Vec<u8>, err: &GatewayError, request_id: Option<&str>, ke
     if let Some(allow) = err.allow {
         write_header(out, b"allow", allow.as_bytes());
     }
+    if let Some(secs) = err.retry_after_secs {
+        out.extend_from_slice(b"retry-after: ");
+        crate::http::encode::write_decimal(out, secs);
+        out.extend_from_slice(b"\r\n");
+    }
     write_common(out, request_id, keep_alive);
     write_content_length(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");

@@ -104,6 +104,11 @@ const COUNTERS: &[(&str, Option<Unit>, &str)] = &[
         "Tokens reported in upstream usage, by model, backend, user and kind",
     ),
     (
+        "berry_rate_limited_total",
+        None,
+        "Requests refused with 429 because the user's rate_limit was reached, by user",
+    ),
+    (
         "berry_upstream_connects_total",
         None,
         "Upstream connection attempts by backend and result",

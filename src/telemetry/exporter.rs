@@ -126,6 +126,8 @@ pub struct Exporter {
     attempts: Table<Batched>,
     failovers: Table<Batched>,
     tokens: FastMap<(usize, u32, bool), Batched>,
+    /// Requests refused by a user's `rate_limit`, per user.
+    rate_limited: Table<Batched>,
     connects: Table<Batched>,
     connect_time: Table<Arc<Series>>,
     retries: Table<Batched>,
@@ -161,6 +163,7 @@ impl Exporter {
             attempts: Table::new(pairs.len() * CLASSES.len()),
             failovers: Table::new(pairs.len() * CLASSES.len()),
             tokens: FastMap::default(),
+            rate_limited: Table::new(config.users.len()),
             connects: Table::new(providers * 2),
             connect_time: Table::new(providers),
             retries: Table::new(providers),
@@ -335,6 +338,7 @@ impl Exporter {
             &mut self.retries,
             &mut self.legacy_backend_requests,
             &mut self.legacy_backend_errors,
+            &mut self.rate_limited,
         ] {
             t.flush();
         }
@@ -429,6 +433,15 @@ impl Exporter {
             })
         {
             s.record(h.legacy_duration.bounds_us, e.duration_us.into());
+        }
+        if e.error == Some(crate::error::ErrorKind::RateLimited) {
+            let config = &self.config;
+            if let Some(c) = self.rate_limited.get(e.user as usize, || {
+                let l = vec![Label::new("user", config.users[e.user as usize].id.clone())];
+                reg.register_counter(&key("berry_rate_limited_total", l), &META)
+            }) {
+                c.add(1);
+            }
         }
         if !e.route.is_proxied() {
             return;

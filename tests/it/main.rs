@@ -13,6 +13,8 @@ mod errors;
 mod failover;
 /// Health snapshot, circuit breaking over time, admin views.
 mod health;
+/// Per-user rate limits: counted across shards, refusals free, 429 with Retry-After.
+mod limits;
 /// `berry loadtest` honesty: agrees with wrk, sees stalls open-loop, bounded, loopback only.
 mod loadgen;
 /// Metrics, usage accounting, access log, server-timing; no secret in any output.

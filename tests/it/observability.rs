@@ -97,9 +97,9 @@ fn get(addr: SocketAddr, path: &str) -> Resp {
 }
 
 /// Prometheus text exposition: (name, labels) → value, for every sample line.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-fn parse(text: &str) -> Samples {
+pub fn parse(text: &str) -> Samples {
     let mut out = Samples::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -122,7 +122,7 @@ fn parse(text: &str) -> Samples {
     out
 }
 
-fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let key: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -131,7 +131,7 @@ fn sample(s: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// Scrapes until `ready` holds (the exposition lags by up to one report interval).
-fn scrape_until(addr: SocketAddr, ready: impl Fn(&Samples) -> bool) -> (String, Samples) {
+pub fn scrape_until(addr: SocketAddr, ready: impl Fn(&Samples) -> bool) -> (String, Samples) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = get(addr, "/metrics");
