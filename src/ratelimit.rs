@@ -127,6 +127,16 @@ impl Limiter {
         }
         Ok(())
     }
+
+    /// Each window's span, limit and the requests it counts at `now` (what the next request
+    /// would be checked against).
+    pub fn usage(&self, now: Instant) -> Vec<(Span, u32, u64)> {
+        let since = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        self.windows
+            .iter()
+            .map(|w| (w.span, w.limit, w.total(since / w.bucket_nanos)))
+            .collect()
+    }
 }
 
 impl Window {
@@ -281,6 +291,23 @@ mod tests {
         let minute = &l.windows[0];
         assert_eq!(minute.total(130), 1);
         assert_eq!(l.windows[1].total(2), 3);
+    }
+
+    #[test]
+    fn usage_reports_what_each_window_counts() {
+        let t0 = Instant::now();
+        let l = Limiter::new(&limit(Some(2), None, Some(5)), t0);
+        assert!(l.admit(t0).is_ok());
+        assert!(l.admit(t0 + secs(1.0)).is_ok());
+        assert!(l.admit(t0 + secs(2.0)).is_err());
+        assert_eq!(
+            l.usage(t0 + secs(2.0)),
+            vec![(Span::Minute, 2, 2), (Span::Day, 5, 2)]
+        );
+        assert_eq!(
+            l.usage(t0 + secs(90.0)),
+            vec![(Span::Minute, 2, 0), (Span::Day, 5, 2)]
+        );
     }
 
     #[test]

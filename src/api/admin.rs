@@ -21,6 +21,7 @@ pub enum View<'a> {
     ModelWeights(Option<&'a str>),
     SmartAiWeights,
     SmartAiModel(&'a str),
+    RateLimits,
 }
 
 /// Parses an admin path (query string included); `None` if it is not one.
@@ -34,6 +35,7 @@ pub fn parse(target: &[u8]) -> Option<View<'_>> {
             Some(View::ModelWeights(model))
         }
         "/smart-ai/weights" => Some(View::SmartAiWeights),
+        "/admin/rate-limits" => Some(View::RateLimits),
         _ => {
             let model = path
                 .strip_prefix("/smart-ai/models/")?
@@ -79,8 +81,30 @@ pub fn render(
                 .ok_or_else(|| unknown(name))?;
             smart_ai_model(config, snapshot, m, now)
         }
+        View::RateLimits => rate_limits(routes, now),
     };
     Ok((200, serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// Every user with a `rate_limit`: each window's limit and what it counts now. Users are named
+/// by config id and display name, never by token.
+fn rate_limits(routes: &Routes, now: Instant) -> Value {
+    let users: Vec<Value> = (routes.config.users.iter().enumerate())
+        .filter_map(|(i, u)| {
+            let windows: Vec<Value> = (routes.limiter(i)?.usage(now).into_iter())
+                .map(|(span, limit, used)| {
+                    json!({
+                        "window": span.name(),
+                        "limit": limit,
+                        "used": used,
+                        "remaining": u64::from(limit).saturating_sub(used),
+                    })
+                })
+                .collect();
+            Some(json!({ "user": u.id, "name": u.name, "enabled": u.enabled, "windows": windows }))
+        })
+        .collect();
+    json!({ "users": users, "timestamp": stamp() })
 }
 
 fn unknown(name: &str) -> GatewayError {

@@ -64,5 +64,18 @@ both_drivers! {
         let status_429 = [("method", "POST"), ("endpoint", "/v1/chat/completions"), ("status", "429")];
         assert_eq!(sample(&s, "berry_api_http_requests_total", &status_429), 2.0);
         assert!(!text.contains("tok-carol"), "{text}");
+        // The admin view (loopback here) shows each window's count, from either shard.
+        let r = send_raw(gw.shards[0], b"GET /admin/rate-limits HTTP/1.1\r\nhost: b\r\n\r\n");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert!(!r.text().contains("tok-carol"));
+        let users = v["users"].as_array().unwrap();
+        assert_eq!(users.len(), 1, "only users with a limit: {v}");
+        assert_eq!(users[0]["user"], "carol");
+        let windows = &users[0]["windows"];
+        assert_eq!(windows[0]["window"], "minute");
+        assert_eq!((windows[0]["limit"].as_u64(), windows[0]["used"].as_u64(), windows[0]["remaining"].as_u64()), (Some(3), Some(3), Some(0)));
+        assert_eq!(windows[1]["window"], "day");
+        assert_eq!((windows[1]["limit"].as_u64(), windows[1]["used"].as_u64()), (Some(100), Some(3)));
     }
 }
