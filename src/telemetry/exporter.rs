@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder};
+use metrics::{Gauge, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
 use super::catalog::{
@@ -19,10 +19,10 @@ use super::catalog::{
 };
 use super::handles::{Batched, FastMap, Table};
 use super::histo::Series;
+use super::levels::{Drops, Levels};
 use super::view::{Histograms, MetricsView};
 use super::{RequestEvent, Route, NONE};
 use crate::config::Config;
-use crate::health::breaker::Circuit;
 use crate::health::report::ShardReport;
 use crate::health::snapshot::Snapshot;
 
@@ -34,11 +34,12 @@ use crate::health::snapshot::Snapshot;
 /// now that counter increments are batched per report.
 const FOLD_SLICE_EVENTS: usize = 512;
 
-static META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+pub(super) static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, None);
 
 /// Per-(model, backend) label values, flattened: `pair(model, backend)` indexes them; the last
 /// entry stands for "no model / no backend".
-struct Pairs {
+pub(super) struct Pairs {
     base: Vec<usize>,
     labels: Vec<(String, String)>,
 }
@@ -76,18 +77,18 @@ impl Pairs {
 
     /// The pair's index, or [`Pairs::none`] without a model or a backend (callers that want
     /// the model label of a request that got no backend keep it themselves).
-    fn index(&self, model: u32, backend: u32) -> usize {
+    pub(super) fn index(&self, model: u32, backend: u32) -> usize {
         match self.base.get(model as usize) {
             Some(&base) if backend != NONE => (base + backend as usize).min(self.none()),
             _ => self.none(),
         }
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.labels.len()
     }
 
-    fn labels(&self, pair: usize) -> Vec<Label> {
+    pub(super) fn labels(&self, pair: usize) -> Vec<Label> {
         let (m, b) = &self.labels[pair];
         vec![
             Label::new("model", m.clone()),
@@ -105,7 +106,7 @@ fn with(mut labels: Vec<Label>, extra: Label) -> Vec<Label> {
     labels
 }
 
-fn key(name: &'static str, labels: Vec<Label>) -> Key {
+pub(super) fn key(name: &'static str, labels: Vec<Label>) -> Key {
     Key::from_parts(name, labels)
 }
 
@@ -136,9 +137,7 @@ pub struct Exporter {
     legacy_backend_requests: Table<Batched>,
     legacy_backend_errors: Table<Batched>,
     legacy_backend_latency: Table<Arc<Series>>,
-    /// Per shard: its latest gauges and in-flight counts (summed across shards on export).
-    shard_gauges: Vec<crate::health::report::ShardGauges>,
-    shard_inflight: Vec<Vec<Vec<u32>>>,
+    levels: Levels,
     last_upkeep: Instant,
 }
 
@@ -172,8 +171,7 @@ impl Exporter {
             legacy_backend_requests: Table::new(providers),
             legacy_backend_errors: Table::new(providers),
             legacy_backend_latency: Table::new(providers),
-            shard_gauges: vec![Default::default(); shards],
-            shard_inflight: vec![Vec::new(); shards],
+            levels: Levels::new(&config, &pairs, shards),
             last_upkeep: Instant::now(),
             pairs,
             recorder,
@@ -185,11 +183,6 @@ impl Exporter {
     /// What `/metrics` renders; cheap to clone and `Send`.
     pub fn view(&self) -> MetricsView {
         self.view.clone()
-    }
-
-    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels), &META)
     }
 
     fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
@@ -308,23 +301,7 @@ impl Exporter {
                 c.add(n);
             }
         }
-        let shard = Label::new("shard", r.shard.to_string());
-        if r.deltas.accepted > 0 {
-            self.counter("berry_connections_accepted_total", vec![shard.clone()])
-                .increment(r.deltas.accepted);
-        }
-        self.gauge("berry_connections_open", vec![shard.clone()])
-            .set(f64::from(r.gauges.conns_open));
-        if let Some(taken) = r.gauges.snapshot_taken {
-            self.gauge("berry_snapshot_age_seconds", vec![shard])
-                .set(now.saturating_duration_since(taken).as_secs_f64());
-        }
-        if let Some(slot) = self.shard_gauges.get_mut(r.shard) {
-            *slot = r.gauges.clone();
-        }
-        if let Some(slot) = self.shard_inflight.get_mut(r.shard) {
-            slot.clone_from(&r.inflight);
-        }
+        self.levels.shard_report(&self.recorder, r, now);
         self.flush();
     }
 
@@ -501,93 +478,14 @@ impl Exporter {
         log_dropped: u64,
         access_dropped: u64,
     ) {
-        let config = self.config.clone();
-        for (mi, m) in config.models.iter().enumerate() {
-            let mut any_healthy = false;
-            for (bi, b) in m.backends.iter().enumerate() {
-                let Some(s) = snap.backend(mi, bi) else {
-                    continue;
-                };
-                let pair = self.pairs.index(mi as u32, bi as u32);
-                let labels = self.pairs.labels(pair);
-                let enabled = m.enabled && b.enabled && config.providers[b.provider].enabled;
-                let healthy = enabled && s.healthy(now);
-                any_healthy |= healthy;
-                self.gauge("berry_backend_healthy", labels.clone())
-                    .set(if healthy { 1.0 } else { 0.0 });
-                let state = match s.breaker.advance(now).circuit {
-                    Circuit::Closed { .. } => 0.0,
-                    Circuit::HalfOpen { .. } => 1.0,
-                    Circuit::Open { .. } => 2.0,
-                };
-                self.gauge("berry_circuit_state", labels.clone()).set(state);
-                self.gauge("berry_smart_ai_confidence", labels.clone())
-                    .set(s.view.confidence);
-                let available = s.breaker.admission(now) != crate::health::breaker::Admission::Deny;
-                let w = crate::api::admin::effective_weight(&config, m, s, available);
-                self.gauge("berry_backend_effective_weight", labels.clone())
-                    .set(w);
-                let inflight: u32 = self
-                    .shard_inflight
-                    .iter()
-                    .filter_map(|s| s.get(mi).and_then(|b| b.get(bi)))
-                    .sum();
-                self.gauge("berry_inflight_requests", labels)
-                    .set(f64::from(inflight));
-            }
-            self.gauge(
-                "berry_api_backend_health_status",
-                vec![Label::new("backend", m.key.clone())],
-            )
-            .set(if any_healthy { 1.0 } else { 0.0 });
-        }
-        for (p, provider) in config.providers.iter().enumerate() {
-            let sum = |f: &dyn Fn(&crate::health::report::ShardGauges) -> Option<u32>| -> u32 {
-                self.shard_gauges.iter().filter_map(f).sum()
-            };
-            let idle = sum(&|g| g.pool_idle.get(p).copied());
-            let open = sum(&|g| g.pool_open.get(p).copied());
-            for (state, n) in [("idle", idle), ("busy", open.saturating_sub(idle))] {
-                self.gauge(
-                    "berry_pool_connections",
-                    vec![
-                        Label::new("backend", provider.id.clone()),
-                        Label::new("state", state),
-                    ],
-                )
-                .set(f64::from(n));
-            }
-        }
-        for (i, route) in [
-            Route::ChatCompletions,
-            Route::Completions,
-            Route::Embeddings,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let n: u32 = self
-                .shard_gauges
-                .iter()
-                .map(|g| g.inflight_by_route[i])
-                .sum();
-            self.gauge(
-                "berry_api_http_requests_in_flight",
-                vec![
-                    Label::new("method", "POST"),
-                    Label::new("endpoint", route.legacy_path()),
-                ],
-            )
-            .set(f64::from(n));
-        }
-        self.counter("berry_reports_dropped_total", vec![])
-            .absolute(snap.dropped_reports);
-        self.counter("berry_report_events_dropped_total", vec![])
-            .absolute(snap.dropped_events);
-        self.counter("berry_log_dropped_total", vec![])
-            .absolute(log_dropped);
-        self.counter("berry_access_log_dropped_total", vec![])
-            .absolute(access_dropped);
+        let drops = Drops {
+            reports: snap.dropped_reports,
+            report_events: snap.dropped_events,
+            log: log_dropped,
+            access_log: access_dropped,
+        };
+        let (reg, config, pairs) = (&self.recorder, &self.config, &self.pairs);
+        self.levels.snapshot(reg, config, pairs, snap, now, drops);
         if now.duration_since(self.last_upkeep) >= std::time::Duration::from_secs(1) {
             // Only the exporter's own bookkeeping: Berry's histograms need none.
             self.last_upkeep = now;

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod exporter;
 mod handles;
 pub mod histo;
+mod levels;
 pub mod usage;
 pub mod view;
 

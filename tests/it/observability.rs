@@ -474,6 +474,53 @@ fn scraped_counters_match_what_was_sent() {
             &[("backend", "good"), ("result", "ok")]
         ) >= 1.0
     );
+    // Every level is there, not just read as 0 for want of a series.
+    let good = [("model", "gpt-test"), ("backend", "good")];
+    let levels: [(&str, &[(&str, &str)], f64); 8] = [
+        ("berry_backend_healthy", &good, 1.0),
+        ("berry_circuit_state", &good, 0.0),
+        ("berry_inflight_requests", &good, 0.0),
+        (
+            "berry_api_backend_health_status",
+            &[("backend", "chat")],
+            1.0,
+        ),
+        (
+            "berry_api_http_requests_in_flight",
+            &[("method", "POST"), ("endpoint", "/v1/chat/completions")],
+            0.0,
+        ),
+        (
+            "berry_pool_connections",
+            &[("backend", "good"), ("state", "busy")],
+            0.0,
+        ),
+        ("berry_reports_dropped_total", &[], 0.0),
+        ("berry_access_log_dropped_total", &[], 0.0),
+    ];
+    for (name, labels, want) in levels {
+        let key = (
+            name.to_string(),
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert_eq!(s.get(&key), Some(&want), "{name} {labels:?}:\n{text}");
+    }
+    for name in [
+        "berry_smart_ai_confidence",
+        "berry_backend_effective_weight",
+    ] {
+        assert!(sample(&s, name, &good) > 0.0, "{name}:\n{text}");
+    }
+    assert!(sample(&s, "berry_snapshot_age_seconds", &[("shard", "0")]) < 5.0);
+    for shard_level in ["berry_snapshot_age_seconds", "berry_connections_open"] {
+        assert!(
+            text.contains(&format!("{shard_level}{{shard=\"0\"}}")),
+            "{text}"
+        );
+    }
     assert!(text.contains("berry_build_info{version=\""), "{text}");
     assert!(sample(&s, "berry_connections_accepted_total", &[("shard", "0")]) >= 13.0);
     for secret in ["sk-good-secret", "sk-bad-secret", TOKEN, BOB] {
