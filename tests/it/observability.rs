@@ -96,6 +96,9 @@ fn get(addr: SocketAddr, path: &str) -> Resp {
     )
 }
 
+/// A series (name, labels) and the value it should have.
+type Level<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// Prometheus text exposition: (name, labels) → value, for every sample line.
 pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
@@ -476,7 +479,7 @@ fn scraped_counters_match_what_was_sent() {
     );
     // Every level is there, not just read as 0 for want of a series.
     let good = [("model", "gpt-test"), ("backend", "good")];
-    let levels: [(&str, &[(&str, &str)], f64); 8] = [
+    let levels: [Level; 8] = [
         ("berry_backend_healthy", &good, 1.0),
         ("berry_circuit_state", &good, 0.0),
         ("berry_inflight_requests", &good, 0.0),
