@@ -3,6 +3,9 @@
 
 mod support;
 
+/// The access log: lines from the real binary, no secrets, rotation.
+mod access_log;
+
 /// The real binary under a seccomp filter: io_uring refused, epoll fallback, clean SIGTERM.
 mod driver;
 /// Local endpoints: models, health; the CLI's config validation.
