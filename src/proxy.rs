@@ -273,10 +273,11 @@ async fn prepare<'r>(
         }
         Some(id) => Some(forced_provider(config, &config.models[model], &id).map_err(refuse)?),
     };
-    // Last of the checks, so that only a request that will be forwarded spends quota.
+    // Last of the checks, so that only a request that will be forwarded spends quota; counted
+    // now, not at `started`, which a slow upload leaves far behind.
     if let Some(limiter) = caller.index.and_then(|u| routes.limiter(u)) {
         limiter
-            .admit(started)
+            .admit(Instant::now())
             .map_err(|denied| refuse(GatewayError::rate_limited(denied)))?;
     }
     let inject = config.observability.stream_usage == StreamUsage::Inject

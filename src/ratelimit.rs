@@ -106,24 +106,37 @@ impl Limiter {
         Limiter { origin, windows }
     }
 
-    /// Counts a request at `now` if every window has room; otherwise counts nothing and says
-    /// which window is full. The narrowest full window is reported.
+    /// Counts a request at `now` (read when the request is about to be forwarded, not when it
+    /// started: a slow upload must not be filed in the past) if every window has room.
+    /// Otherwise counts nothing and names the full window that frees up last, with its wait.
     pub fn admit(&self, now: Instant) -> Result<(), Denied> {
         let since = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        // The bucket each window counted this request in, to take it back from.
+        let mut counted_in = [0u64; 3];
         for (i, w) in self.windows.iter().enumerate() {
             let epoch = since / w.bucket_nanos;
-            w.add(epoch);
+            counted_in[i] = w.add(epoch);
             let total = w.total(epoch);
-            if total > u64::from(w.limit) {
-                for taken in &self.windows[..=i] {
-                    taken.remove(since / taken.bucket_nanos);
-                }
-                return Err(Denied {
-                    span: w.span,
-                    limit: w.limit,
-                    retry_after: w.retry_after(epoch, since, total - 1),
-                });
+            if total <= u64::from(w.limit) {
+                continue;
             }
+            for (taken, &bucket) in self.windows[..=i].iter().zip(&counted_in) {
+                taken.remove(bucket);
+            }
+            let mut denied = w.denied(epoch, since, total - 1);
+            // A wider window may be full too, and free up later: waiting for this one alone
+            // would only meet that one's refusal.
+            for wider in &self.windows[i + 1..] {
+                let epoch = since / wider.bucket_nanos;
+                let total = wider.total(epoch);
+                if total >= u64::from(wider.limit) {
+                    let d = wider.denied(epoch, since, total);
+                    if d.retry_after > denied.retry_after {
+                        denied = d;
+                    }
+                }
+            }
+            return Err(denied);
         }
         Ok(())
     }
@@ -144,19 +157,23 @@ impl Window {
         &self.ring[(epoch % RING as u64) as usize]
     }
 
-    /// Adds one to the bucket of `epoch`, resetting a slot left over from an older turn.
-    fn add(&self, epoch: u64) {
+    /// Adds one to the bucket of `epoch`, resetting a slot left over from an older turn, and
+    /// returns the bucket counted in. A slot already holding a newer bucket (another shard's
+    /// clock read came later) is counted in as it is, never moved back.
+    fn add(&self, epoch: u64) -> u64 {
         let slot = self.slot(epoch);
-        let mut v = slot.load(Ordering::Relaxed);
+        let mut v = slot.load(Ordering::SeqCst);
         loop {
             let (e, c) = unpack(v);
-            let next = if e == epoch {
-                pack(epoch, c + 1)
+            let (bucket, next) = if e >= epoch {
+                (e, pack(e, c + 1))
             } else {
-                pack(epoch, 1)
+                (epoch, pack(epoch, 1))
             };
-            match slot.compare_exchange_weak(v, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return,
+            // SeqCst here and in `total`: two requests adding to different buckets must not
+            // both miss the other's add when they sum (a store-load order AcqRel leaves open).
+            match slot.compare_exchange_weak(v, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return bucket,
                 Err(seen) => v = seen,
             }
         }
@@ -165,13 +182,13 @@ impl Window {
     /// Takes back one from the bucket of `epoch` (nothing if the slot moved on meanwhile).
     fn remove(&self, epoch: u64) {
         let slot = self.slot(epoch);
-        let mut v = slot.load(Ordering::Relaxed);
+        let mut v = slot.load(Ordering::SeqCst);
         loop {
             let (e, c) = unpack(v);
             if e != epoch || c == 0 {
                 return;
             }
-            match slot.compare_exchange_weak(v, pack(e, c - 1), Ordering::AcqRel, Ordering::Relaxed)
+            match slot.compare_exchange_weak(v, pack(e, c - 1), Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => return,
                 Err(seen) => v = seen,
@@ -179,16 +196,26 @@ impl Window {
         }
     }
 
-    /// Buckets still in the window at `epoch`: the window's own and the partly covered oldest.
+    /// Buckets still in the window at `epoch`: the window's own, the partly covered oldest,
+    /// and any newer one a shard with a later clock read has already started.
     fn counted(&self, epoch: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ring.iter().filter_map(move |slot| {
-            let (e, c) = unpack(slot.load(Ordering::Acquire));
-            (e <= epoch && epoch - e < RING as u64).then_some((e, c))
+            let (e, c) = unpack(slot.load(Ordering::SeqCst));
+            (epoch.saturating_sub(e) < RING as u64).then_some((e, c))
         })
     }
 
     fn total(&self, epoch: u64) -> u64 {
         self.counted(epoch).map(|(_, c)| c).sum()
+    }
+
+    /// The refusal of a request that found `others` requests counted.
+    fn denied(&self, epoch: u64, since: u64, others: u64) -> Denied {
+        Denied {
+            span: self.span,
+            limit: self.limit,
+            retry_after: self.retry_after(epoch, since, others),
+        }
     }
 
     /// How long until enough of the `others` counted requests leave the window for one more
@@ -291,6 +318,36 @@ mod tests {
         let minute = &l.windows[0];
         assert_eq!(minute.total(130), 1);
         assert_eq!(l.windows[1].total(2), 3);
+    }
+
+    #[test]
+    fn a_later_check_with_an_earlier_clock_read_still_sees_the_newer_bucket() {
+        let t0 = Instant::now();
+        let l = Limiter::new(&limit(Some(1), None, None), t0);
+        assert!(l.admit(t0 + secs(1.2)).is_ok());
+        // Another shard read its clock a little earlier but checks after.
+        assert!(l.admit(t0 + secs(0.5)).is_err());
+    }
+
+    #[test]
+    fn a_clock_read_a_whole_ring_old_never_rewinds_a_slot() {
+        let t0 = Instant::now();
+        let l = Limiter::new(&limit(Some(2), None, None), t0);
+        assert!(l.admit(t0 + secs(61.5)).is_ok());
+        assert!(l.admit(t0 + secs(61.6)).is_ok());
+        let _ = l.admit(t0 + secs(0.5));
+        assert!(l.admit(t0 + secs(61.7)).is_err());
+        assert_eq!(l.windows[0].total(61), 2);
+    }
+
+    #[test]
+    fn retry_after_waits_for_the_window_that_frees_up_last() {
+        let t0 = Instant::now();
+        let l = Limiter::new(&limit(Some(1), Some(1), None), t0);
+        assert!(l.admit(t0).is_ok());
+        let d = l.admit(t0 + secs(10.0)).unwrap_err();
+        assert_eq!(d.span, Span::Hour);
+        assert!(l.admit(t0 + secs(10.0) + d.retry_after).is_ok());
     }
 
     #[test]

@@ -14,12 +14,12 @@
 //! Precision: deadlines are measured from the shard's coarse clock, refreshed every [`TICK`]
 //! and at every request start, and checked every [`TICK`]. A timeout fires up to one tick
 //! late, and early by however far the coarse clock lags: up to a tick normally, longer only
-//! right after the shard itself stalled.
-//!
-//! Idle shards: while no entry is in the wheel (no connection open, typically) the timer task
-//! waits for the next arm instead of ticking, and the coarse clock reads the real one. Request timeouts are seconds; the one short delay
+//! right after the shard itself stalled. Request timeouts are seconds; the one short delay
 //! (the client watch's 20 ms) does not need better. A deadline already passed when armed ends
 //! the run at its first poll (unless its future is ready then), not at the next tick.
+//!
+//! Idle shards: while no entry is in the wheel (no connection open, typically) the timer task
+//! waits for the next arm instead of ticking, and the coarse clock reads the real one.
 //!
 //! The wheel is pure: [`Timers::advance`] takes the time, so tests drive it without sleeping.
 
@@ -29,7 +29,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How often a shard's wheel is advanced (and the coarse clock refreshed when idle).
+/// How often a busy shard's wheel is advanced and its coarse clock refreshed (an idle shard's
+/// wheel rests; see `drive`).
 pub const TICK: Duration = Duration::from_millis(TICK_MS);
 const TICK_MS: u64 = 10;
 /// Slots of the wheel: deadlines up to `SLOTS × TICK` ahead sit in their own slot; later ones

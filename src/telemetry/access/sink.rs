@@ -29,8 +29,11 @@ pub struct FileSink {
     id: (u64, u64),
     check_every: Duration,
     next_check: Instant,
-    /// A warning about the current run of failures was logged (warn once, not per batch).
-    warned: bool,
+    /// A warning about the current run of write failures was logged (once, not per batch).
+    write_warned: bool,
+    /// The same for failures to reopen the path; kept apart, so that a write to the old file
+    /// that works does not re-arm the reopen warning every second.
+    reopen_warned: bool,
 }
 
 impl Sink {
@@ -43,7 +46,8 @@ impl Sink {
             id,
             check_every,
             next_check: Instant::now() + check_every,
-            warned: false,
+            write_warned: false,
+            reopen_warned: false,
         }))
     }
 
@@ -63,18 +67,25 @@ impl FileSink {
             self.next_check = now + self.check_every;
             self.follow_rotation();
         }
+        // Where this batch starts, to cut off a half-written line if the write fails midway.
+        let start = self.file.metadata().map(|m| m.len());
         let written = self.file.write_all(bytes);
         match &written {
-            Ok(()) if self.warned => {
+            Ok(()) if self.write_warned => {
                 log::info!("access log {}: writing again", self.path.display());
-                self.warned = false;
+                self.write_warned = false;
             }
-            Err(e) if !self.warned => {
-                log::warn!(
-                    "access log {}: write failed, lines are dropped until it works: {e}",
-                    self.path.display()
-                );
-                self.warned = true;
+            Err(e) => {
+                if let Ok(len) = start {
+                    let _ = self.file.set_len(len);
+                }
+                if !self.write_warned {
+                    log::warn!(
+                        "access log {}: write failed, lines are dropped until it works: {e}",
+                        self.path.display()
+                    );
+                    self.write_warned = true;
+                }
             }
             _ => {}
         }
@@ -92,11 +103,15 @@ impl FileSink {
             Ok((file, id)) => {
                 self.file = file;
                 self.id = id;
+                self.reopen_warned = false;
                 log::info!("access log {}: reopened (rotated)", self.path.display());
             }
-            Err(e) if !self.warned => {
-                log::warn!("access log {}: cannot reopen: {e}", self.path.display());
-                self.warned = true;
+            Err(e) if !self.reopen_warned => {
+                log::warn!(
+                    "access log {}: cannot reopen, still writing the old file: {e}",
+                    self.path.display()
+                );
+                self.reopen_warned = true;
             }
             Err(_) => {}
         }
@@ -195,6 +210,9 @@ mod tests {
         sink.write_batch(b"two\n", t0 + Duration::from_secs(2))
             .unwrap();
         assert_eq!(read(&moved.join("access.log")), "one\ntwo\n");
+        // Warned once, and the working write to the old file does not re-arm it.
+        let Sink::File(f) = &sink else { unreachable!() };
+        assert!(f.reopen_warned && !f.write_warned);
         // Once the path works again, the next check opens it.
         std::fs::create_dir(&sub).unwrap();
         sink.write_batch(b"three\n", t0 + Duration::from_secs(4))
