@@ -294,6 +294,9 @@ pub struct ServerSettings {
     pub client_header_timeout: Duration,
     pub client_body_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// How long a client may take to accept one write of its answer (a buffered body, or the
+    /// events of a stream that arrived together).
+    pub client_send_timeout: Duration,
 }
 
 /// The `[settings]` table: Berry API's keys plus the upstream timeouts and pool limits.

@@ -47,6 +47,7 @@ pub(super) struct RawServer {
     pub client_header_timeout_ms: Option<S<i64>>,
     pub client_body_timeout_ms: Option<S<i64>>,
     pub client_idle_timeout_ms: Option<S<i64>>,
+    pub client_send_timeout_ms: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -229,6 +229,11 @@ fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
             &p("client_idle_timeout_ms"),
             60_000,
         ),
+        client_send_timeout: cx.ms(
+            raw.client_send_timeout_ms.as_ref(),
+            &p("client_send_timeout_ms"),
+            60_000,
+        ),
     }
 }
 

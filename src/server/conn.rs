@@ -39,6 +39,10 @@ pub struct ClientWriter {
     pub out: Vec<u8>,
     /// Bytes written to the client so far (the access log's `bytes_out`).
     pub sent: u64,
+    /// Bounds each write: a client that stops reading cannot hold its request (and the
+    /// upstream connection behind it) open.
+    pub timer: Timer,
+    pub send_timeout: Duration,
 }
 
 pub struct Client {
@@ -94,16 +98,34 @@ impl ClientReader {
 }
 
 impl ClientWriter {
-    /// Writes all of `out` and clears it.
+    /// Writes all of `out` within `client_send_timeout_ms` and clears it.
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_until(self.timer.now() + self.send_timeout).await
+    }
+
+    /// Writes all of `out` and clears it; gives up (`TimedOut`, the client is treated as gone)
+    /// at `deadline` or after `client_send_timeout_ms`, whichever comes first.
+    pub async fn flush_until(&mut self, deadline: Instant) -> io::Result<()> {
+        let deadline = deadline.min(self.timer.now() + self.send_timeout);
         let out = std::mem::take(&mut self.out);
-        let (res, mut out) = self.wr.write_all(out).await;
-        if res.is_ok() {
-            self.sent += out.len() as u64;
+        match self.timer.run(deadline, self.wr.write_all(out)).await {
+            Ok((res, mut out)) => {
+                if res.is_ok() {
+                    self.sent += out.len() as u64;
+                }
+                out.clear();
+                self.out = out;
+                res.map(|_| ())
+            }
+            Err(_) => {
+                // The dropped write owned the buffer; the connection is done anyway.
+                self.out = Vec::new();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not take the answer in time",
+                ))
+            }
         }
-        out.clear();
-        self.out = out;
-        res.map(|_| ())
     }
 }
 
@@ -128,6 +150,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             wr,
             out: Vec::with_capacity(CONN_BUF_BYTES),
             sent: 0,
+            timer: shard.timers.timer(),
+            send_timeout: limits.client_send_timeout,
         },
         peer,
         watch: shard.timers.timer(),

@@ -134,6 +134,45 @@ both_drivers! {
         }
     }
 
+    fn a_client_that_stops_reading_is_dropped_and_the_backend_not_blamed(driver) {
+        // A fast, long stream: 400 events of 32 KiB, far more than the sockets can buffer.
+        let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
+        let event = format!("data: {{\"pad\":\"{}\"}}\n\n", "x".repeat(32 * 1024));
+        for _ in 0..400 {
+            pieces.push(chunk(&event));
+        }
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(1)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let fast_reports = "[settings]\nreport_interval_ms = 20\nsnapshot_interval_ms = 20\n";
+        let toml = config_two(a.addr, b.addr, "").replacen("[settings]\n", fast_reports, 1)
+            + "[server]\nclient_send_timeout_ms = 300\n";
+        let gw = gateway(&toml, driver);
+        // A client with a small receive buffer that reads the head and then nothing.
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&gw.addr.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.write_all(&post("/v1/chat/completions", STREAM)).unwrap();
+        let mut first = [0u8; 64];
+        s.read_exact(&mut first).unwrap();
+        // Berry gives up on the client after client_send_timeout_ms and drops the upstream.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.aborted.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "a client that stopped reading held the upstream");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The upstream did nothing wrong: its attempt is a success, not a timeout.
+        let ok = [("model", "gpt-test"), ("backend", "alpha"), ("outcome", "success")];
+        let (text, samples) = crate::observability::scrape_until(gw.addr, |s| {
+            crate::observability::sample(s, "berry_upstream_attempts_total", &ok) >= 1.0
+        });
+        for outcome in ["timeout", "connect"] {
+            let bad = [("model", "gpt-test"), ("backend", "alpha"), ("outcome", outcome)];
+            assert_eq!(crate::observability::sample(&samples, "berry_upstream_attempts_total", &bad), 0.0, "{text}");
+        }
+        drop(s);
+    }
+
     fn client_disconnect_cancels_the_upstream(driver) {
         let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
         for i in 0..100 {
