@@ -64,6 +64,20 @@ fn terminator_end(buf: &[u8], i: usize) -> usize {
     }
 }
 
+/// Does `events` hold the OpenAI end-of-stream event, a line that is exactly `data: [DONE]`
+/// (or `data:[DONE]`)? The text `[DONE]` anywhere else (inside a token, a JSON string) does
+/// not count: taking it for the end would make a stream cut after it look complete.
+pub fn has_done_event(events: &[u8]) -> bool {
+    static DONE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"[DONE]"));
+    DONE.find_iter(events).any(|at| {
+        let line_start = memchr::memrchr2(b'\n', b'\r', &events[..at]).map_or(0, |i| i + 1);
+        let prefix = &events[line_start..at];
+        let line_ends = matches!(events.get(at + 6), None | Some(b'\n' | b'\r'));
+        line_ends && (prefix == b"data: " || prefix == b"data:")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +168,28 @@ mod tests {
         for input in inputs {
             let end = last_event_end(input).expect("each input holds an event");
             assert!(matches!(input[end - 1], b'\n' | b'\r'));
+        }
+    }
+
+    #[test]
+    fn only_a_whole_done_line_ends_a_stream() {
+        for yes in [
+            &b"data: [DONE]\n\n"[..],
+            b"data:[DONE]\r\n\r\n",
+            b"data: {\"a\":1}\n\ndata: [DONE]\n\n",
+            b"event: x\ndata: [DONE]",
+        ] {
+            assert!(has_done_event(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"data: {\"choices\":[{\"delta\":{\"content\":\"[DONE]\"}}]}\n\n"[..],
+            b"data: [DONE] later\n\n",
+            b"data: x[DONE]\n\n",
+            b": data: [DONE]\n\n",
+            b"data:  [DONE]\n\n",
+            b"",
+        ] {
+            assert!(!has_done_event(no), "{}", String::from_utf8_lossy(no));
         }
     }
 }

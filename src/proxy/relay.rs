@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use memchr::memmem;
-
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::body::ChunkedDecoder;
 use crate::http::encode::{
@@ -277,7 +275,7 @@ async fn relay_events(
         if upto > 0 || finished {
             let events = &pending[..upto];
             if plan.done_check && !saw_done {
-                saw_done = contains_done(events);
+                saw_done = crate::http::sse::has_done_event(events);
             }
             if ctx.strip_usage && plan.sse {
                 stripped.clear();
@@ -429,12 +427,6 @@ fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
         Framing::Chunked => write_chunk(out, data),
         _ => out.extend_from_slice(data),
     }
-}
-
-fn contains_done(events: &[u8]) -> bool {
-    static DONE: std::sync::LazyLock<memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memmem::Finder::new(b"[DONE]"));
-    DONE.find(events).is_some()
 }
 
 /// Returns a connection to the pool when its response was read to the end.

@@ -89,12 +89,15 @@ both_drivers! {
     }
 
     fn stream_without_done_is_reported_as_broken(driver) {
-        let a = upstream(|_| Reply::Raw(sse(&["data: {\"n\":1}\n\n"], true)));
-        let b = upstream(|_| json_reply(500, "{}"));
-        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
-        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
-        assert!(!r.clean_end);
-        assert!(r.text().contains("without [DONE]"), "{}", r.text());
+        // The second stream carries the text `[DONE]` as content: that is not the end event.
+        for event in ["data: {\"n\":1}\n\n", "data: {\"content\":\"[DONE]\"}\n\n"] {
+            let a = upstream(move |_| Reply::Raw(sse(&[event], true)));
+            let b = upstream(|_| json_reply(500, "{}"));
+            let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+            let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+            assert!(!r.clean_end, "{event}");
+            assert!(r.text().contains("without [DONE]"), "{}", r.text());
+        }
     }
 
     fn stalled_stream_times_out_with_an_error_event(driver) {
