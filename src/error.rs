@@ -232,6 +232,21 @@ impl fmt::Display for GatewayError {
 
 impl std::error::Error for GatewayError {}
 
+/// Echoes at most 100 characters of client input in messages, with control characters
+/// escaped: the message also goes to the log, where a raw newline or escape sequence from a
+/// client could forge a line or recolour a terminal.
+pub fn clip(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(100));
+    for c in s.chars().take(100) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +282,15 @@ mod tests {
         for (k, s) in table {
             assert_eq!(k.status(), s, "{k:?}");
         }
+    }
+
+    #[test]
+    fn client_text_is_clipped_and_cannot_forge_log_lines() {
+        let forged = "zz\nFAKE 2026-01-01 ERROR berry: injected\u{1b}[31m";
+        let shown = clip(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("zz\\nFAKE"), "{shown}");
+        assert!(shown.contains("\\u{1b}[31m"), "{shown}");
+        assert_eq!(clip(&"é".repeat(150)).chars().count(), 100);
     }
 }

@@ -20,7 +20,7 @@ use crate::balance::filter::Filter;
 use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::balance::{self, PickRequest};
 use crate::config::{Model, StreamUsage};
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::{clip, ErrorKind, GatewayError};
 use crate::http::head::{RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
 use crate::server::conn::{Client, ClientWriter};
@@ -29,7 +29,7 @@ use crate::shard::{Gauge, Shard};
 use crate::timer::Timer;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
 use attempt::{retry_after, transport_class, Attempt};
-use request::{build_request, clip, forwarded_headers, prefix_key};
+use request::{build_request, forwarded_headers, prefix_key};
 use tally::Tally;
 use watch::watch_client;
 

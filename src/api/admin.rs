@@ -108,7 +108,7 @@ fn rate_limits(routes: &Routes, now: Instant) -> Value {
 }
 
 fn unknown(name: &str) -> GatewayError {
-    let shown: String = name.chars().take(100).collect();
+    let shown = crate::error::clip(name);
     GatewayError::new(
         ErrorKind::ModelNotFound,
         format!("the model `{shown}` does not exist"),

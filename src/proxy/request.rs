@@ -132,11 +132,3 @@ pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
     }
     String::from_utf8_lossy(&id).into_owned()
 }
-
-/// Echoes at most 100 characters of client input in messages, cut on a char boundary.
-pub(super) fn clip(s: &str) -> &str {
-    match s.char_indices().nth(100) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
