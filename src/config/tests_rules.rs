@@ -102,7 +102,7 @@ fn type_errors_have_lines() {
         &text,
         &[(
             Some(12),
-            "`models.m.backends[0].weight`: invalid type: string \"heavy\", expected f64",
+            "`models.m.backends[0].weight`: invalid type: a string, expected f64",
         )],
     );
     // The walk still reports unknown keys alongside serde's single error.
@@ -289,6 +289,16 @@ fn admin_token_rules() {
     assert!(!shown.contains("12345678901234567890"), "{shown}");
     let err = load(&with_base("[server]\nadmin_token = \"SECRETVALUE\"\n")).expect_err("short");
     assert!(!format!("{err} {err:?}").contains("SECRETVALUE"));
+    // A token written one level too high sits under no secret key: still not echoed.
+    for misplaced in [
+        "[users]\nv = \"SECRET-TOKEN-abcdefgh123\"\n",
+        "[providers]\nq = \"SECRET-TOKEN-abcdefgh123\"\n",
+    ] {
+        let err = load(&with_base(misplaced)).expect_err("misplaced");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("SECRET-TOKEN"), "{shown}");
+        assert!(shown.contains("invalid type: a string"), "{shown}");
+    }
 }
 
 #[test]

@@ -73,11 +73,13 @@ pub(super) fn load(
                 .clone()
                 .map(|s| keys::locate(doc.get_ref(), s.start))
                 .unwrap_or_default();
-            // Serde quotes the offending value; for a secret key that value may be the secret.
+            // Serde quotes the offending value; for a secret key that value may be the secret,
+            // and a secret written one level too high (`[users] u = "tok…"`) sits under no
+            // secret key at all: strings are never echoed.
             let message = if holds_secret(&key) {
                 "wrong type (value not shown: this key holds a secret)".to_string()
             } else {
-                err.message().trim_end().to_string()
+                without_quoted_string(err.message().trim_end())
             };
             cx.sink.push(Severity::Error, span, &key, message);
             return finish(cx.sink, origin, None);
@@ -85,6 +87,16 @@ pub(super) fn load(
     };
     let config = build(&mut cx, raw);
     finish(cx.sink, origin, Some(config))
+}
+
+/// Serde's `invalid type: string "…", expected …` with the string left out.
+fn without_quoted_string(message: &str) -> String {
+    match (message.find("string \""), message.rfind('"')) {
+        (Some(start), Some(end)) if end > start + 7 => {
+            format!("{}a string{}", &message[..start], &message[end + 1..])
+        }
+        _ => message.to_string(),
+    }
 }
 
 /// Over-approximates which paths hold secrets; redacting too much only costs a detail.
