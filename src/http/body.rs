@@ -21,6 +21,18 @@ pub enum ChunkError {
     TrailersTooLarge,
 }
 
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChunkError::BadSize => "invalid chunk size",
+            ChunkError::SizeOverflow => "chunk size too large to represent",
+            ChunkError::LineTooLong => "chunk-size line too long",
+            ChunkError::BadTerminator => "missing CRLF",
+            ChunkError::TrailersTooLarge => "trailer fields too large",
+        })
+    }
+}
+
 /// Incremental chunked-transfer decoder. Feeds payload slices to `on_data` and reports how many
 /// input bytes belonged to this message: it stops exactly after the last-chunk and trailers, so the
 /// rest of `input` is the next message's.
@@ -130,6 +142,15 @@ impl ChunkedDecoder {
     /// The last-chunk and trailers have been consumed; further input is not ours.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Payload bytes the current chunk has declared and not yet delivered (0 between chunks):
+    /// lets a reader refuse an oversized chunk as soon as its size line arrives.
+    pub fn declared_pending(&self) -> u64 {
+        match self.state {
+            State::Data { remaining } => remaining,
+            _ => 0,
+        }
     }
 
     fn step(&mut self, byte: u8) -> Result<(), ChunkError> {

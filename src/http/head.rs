@@ -87,6 +87,18 @@ pub enum HeadError {
     UnsupportedVersion,
 }
 
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::TooLarge => f.write_str("head too large"),
+            HeadError::TooManyHeaders => f.write_str("too many header lines"),
+            HeadError::Malformed(what) => write!(f, "malformed head: {what}"),
+            HeadError::BadFraming(what) => write!(f, "bad framing: {what}"),
+            HeadError::UnsupportedVersion => f.write_str("unsupported HTTP version"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,

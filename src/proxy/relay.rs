@@ -246,7 +246,7 @@ async fn relay_events(
                         used
                     }
                     Err(e) => {
-                        return broken(w, Break::Malformed(format!("{e:?}")), committed, plan).await
+                        return broken(w, Break::Malformed(e.to_string()), committed, plan).await
                     }
                 }
             }

@@ -58,10 +58,12 @@ pub async fn read(
                     .map_err(|e| {
                         Some(GatewayError::new(
                             ErrorKind::BadRequest,
-                            format!("malformed chunked body: {e:?}"),
+                            format!("malformed chunked body: {e}"),
                         ))
                     })?;
-                if over {
+                // A chunk declared bigger than the room left is refused now, not after the
+                // client has sent (or failed to send) all of it.
+                if over || into.len() as u64 + dec.declared_pending() > max as u64 {
                     return Err(Some(too_large(max)));
                 }
                 // Raw framing is dropped as it is decoded: chunk extensions cannot make the

@@ -237,7 +237,7 @@ async fn read_head(
                 }
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
-                Err(e) => return Err(HeadFailure::Malformed(format!("{e:?}"))),
+                Err(e) => return Err(HeadFailure::Malformed(e.to_string())),
             }
         }
         match timer.run(deadline, conn.read_more()).await {
