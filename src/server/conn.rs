@@ -164,8 +164,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     // One head for the connection's life: its header list is reused by every request.
     let mut head = RequestHead::default();
+    let mut fresh = true;
     loop {
-        match read_head(&mut c.r, &limits, &mut head).await {
+        match read_head(&mut c.r, &limits, &mut head, fresh).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(err) => {
@@ -175,6 +176,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let _busy = Gauge::enter(&shard.conns_busy);
         let keep_alive = dispatch(&shard, &mut c, &head, &limits, loopback).await;
+        fresh = false;
         if !keep_alive || shard.draining.get() || c.r.eof {
             return;
         }
@@ -191,11 +193,14 @@ async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
 }
 
 /// Waits for a complete request head. `Ok(None)`: the client closed (or idled out) between
-/// requests, which is not an error.
+/// requests, which is not an error. A `fresh` connection gets `client_header_timeout` for its
+/// first byte, not the keep-alive idle time: a connection that never says anything must not
+/// hold one of the shard's slots for a minute.
 async fn read_head(
     r: &mut ClientReader,
     limits: &ServerSettings,
     head: &mut RequestHead,
+    fresh: bool,
 ) -> Result<bool, GatewayError> {
     // The shard's coarse clock is enough for timeouts of seconds.
     let mut started: Option<Instant> = if r.buf.is_empty() {
@@ -213,6 +218,7 @@ async fn read_head(
             }
         }
         let deadline = match started {
+            None if fresh => r.timer.now() + limits.client_header_timeout,
             None => r.timer.now() + limits.client_idle_timeout,
             Some(t) => t + limits.client_header_timeout,
         };

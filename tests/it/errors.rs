@@ -143,6 +143,21 @@ both_drivers! {
         assert!(took < std::time::Duration::from_secs(3), "closed late: {took:?}");
     }
 
+    fn a_new_connection_that_says_nothing_gets_the_header_timeout(driver) {
+        // Idle time is for keep-alive connections between requests; a fresh one that never
+        // sends a byte is closed at the (shorter) header timeout.
+        let (gw, _up) = gw_with(driver, "[server]\nclient_header_timeout_ms = 300\nclient_idle_timeout_ms = 20000\n");
+        let s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let from = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let n = std::io::Read::read_to_end(&mut &s, &mut rest).expect("closed, not timed out");
+        assert_eq!(n, 0, "nothing is sent to a client that sent nothing");
+        let took = from.elapsed();
+        assert!(took >= std::time::Duration::from_millis(250), "closed early: {took:?}");
+        assert!(took < std::time::Duration::from_secs(3), "closed at the idle timeout: {took:?}");
+    }
+
     fn error_then_keep_alive_still_works(driver) {
         let (gw, up) = gw_with(driver, "");
         let mut s = TcpStream::connect(gw.addr).unwrap();
