@@ -458,3 +458,29 @@ pub(super) fn locate(root: &DeTable<'_>, offset: usize) -> String {
     }
     best.1
 }
+
+/// Removes from the document the deepest key whose value holds byte `offset` (a value serde
+/// refused), so deserialization can go on and report the next wrong value too. Tables and the
+/// tables of an array of tables are searched first (a table made of `[a.b]` headers has no
+/// span around its keys); any other array goes whole. `false` when nothing holds `offset`.
+pub(super) fn remove_at(table: &mut DeTable<'_>, offset: usize) -> bool {
+    let mut whole = None;
+    for (key, value) in table.iter_mut() {
+        let holds = value.span().contains(&offset);
+        let deeper = match value.get_mut() {
+            DeValue::Table(t) => remove_at(t, offset),
+            DeValue::Array(items) => items.iter_mut().any(|item| match item.get_mut() {
+                DeValue::Table(t) => remove_at(t, offset),
+                _ => false,
+            }),
+            _ => false,
+        };
+        if deeper {
+            return true;
+        }
+        if holds && whole.is_none() {
+            whole = Some(key.clone());
+        }
+    }
+    whole.is_some_and(|key| table.remove(&key).is_some())
+}

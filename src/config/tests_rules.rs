@@ -2,7 +2,7 @@
 //! positions. Same conventions as `tests.rs`: snippet lines count from the snippet.
 
 use super::tests::{
-    base_lines, check_err, check_snippet_err, check_warn, load, ok, with_base, BASE,
+    base_lines, check_err, check_snippet_err, check_warn, find, load, ok, with_base, BASE,
 };
 use super::*;
 
@@ -93,6 +93,55 @@ fn secrets_never_shown() {
     let err = load(&BASE.replace("https://p.example", "https://me:SECRETVALUE@p.example"))
         .expect_err("userinfo");
     assert!(!err.to_string().contains(MARK), "{err}");
+}
+
+#[test]
+fn every_wrong_type_is_reported_at_once_with_the_other_errors() {
+    let text = r#"[server]
+workers = "two"
+header_bytes_max = "big"
+[settings]
+max_retries = -5
+connect_timeout_ms = "x"
+[providers.p]
+name = 5
+base_url = "http://127.0.0.1:1"
+api_key = "sk-p-0123456789"
+models = "m"
+[models.m]
+name = "m"
+[[models.m.backends]]
+provider = "p"
+model = "m"
+weight = "heavy"
+[[models.m.backends]]
+provider = "nope"
+model = "m"
+"#;
+    let err = load(text).expect_err("many errors");
+    for (line, needle) in [
+        (2, "`server.workers`: invalid type: a string"),
+        (3, "`server.header_bytes_max`: invalid type: a string"),
+        (5, "`settings.max_retries`"),
+        (6, "`settings.connect_timeout_ms`: invalid type: a string"),
+        (8, "`providers.p.name`: invalid type: integer"),
+        (11, "`providers.p.models`: invalid type: a string"),
+        (17, "`models.m.backends[0].weight`: invalid type: a string"),
+    ] {
+        assert!(
+            find(&err.diagnostics, Severity::Error, Some(line), needle).is_some(),
+            "no error at line {line} containing {needle:?}; got:\n{err}"
+        );
+    }
+    // Checks past deserialization still run, and a value taken out for its type is not
+    // reported a second time as missing.
+    assert!(err.to_string().contains("nope"), "{err}");
+    let about_name = err
+        .diagnostics
+        .iter()
+        .filter(|d| d.key == "providers.p.name")
+        .count();
+    assert_eq!(about_name, 1, "{err}");
 }
 
 #[test]

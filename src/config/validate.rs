@@ -29,6 +29,9 @@ const DURATION_SECS_MAX: u64 = DURATION_MS_MAX / 1000;
 /// first-byte timeout (see `settings`).
 const REQUEST_TIMEOUT_WARN_BELOW_SECS: u64 = 60;
 
+/// Wrong-typed values reported before giving up on the file (each costs a deserialization).
+const TYPE_ERRORS_MAX: usize = 64;
+
 /// Retry-like counters: more than this is a typo, not a policy.
 const RETRIES_MAX: u64 = 100;
 
@@ -64,38 +67,70 @@ pub(super) fn load(
         }
     };
     keys::walk_table(doc.get_ref(), &keys::ROOT, "", &mut cx.sink);
-    // A clone keeps the parsed tree for mapping a serde error's span back to its key path.
-    let raw = match RawConfig::deserialize(toml::de::Deserializer::from(doc.clone())) {
-        Ok(raw) => raw,
-        Err(err) => {
-            let span = err.span();
-            let key = span
-                .clone()
-                .map(|s| keys::locate(doc.get_ref(), s.start))
-                .unwrap_or_default();
-            // Serde quotes the offending value; for a secret key that value may be the secret,
-            // and a secret written one level too high (`[users] u = "tok…"`) sits under no
-            // secret key at all: strings are never echoed.
-            let message = if holds_secret(&key) {
-                "wrong type (value not shown: this key holds a secret)".to_string()
-            } else {
-                without_quoted_string(err.message().trim_end())
-            };
-            cx.sink.push(Severity::Error, span, &key, message);
-            return finish(cx.sink, origin, None);
+    // Serde stops at the first value of the wrong type. Each one is reported, taken out of
+    // the document, and deserialization tried again, so every wrong value is reported at once.
+    let mut doc = doc;
+    let mut refused: Vec<String> = Vec::new();
+    let raw = loop {
+        // A clone keeps the parsed tree for mapping a serde error's span back to its key path.
+        let err = match RawConfig::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(err) => err,
+        };
+        let span = err.span();
+        let key = span
+            .clone()
+            .map(|s| keys::locate(doc.get_ref(), s.start))
+            .unwrap_or_default();
+        // Serde quotes the offending value; for a secret key that value may be the secret,
+        // and a secret written one level too high (`[users] u = "tok…"`) sits under no
+        // secret key at all: strings are never echoed.
+        let message = if holds_secret(&key) {
+            "wrong type (value not shown: this key holds a secret)".to_string()
+        } else {
+            without_quoted_string(err.message().trim_end())
+        };
+        cx.sink.push(Severity::Error, span.clone(), &key, message);
+        let removed = span.is_some_and(|s| keys::remove_at(doc.get_mut(), s.start));
+        if !removed || refused.len() >= TYPE_ERRORS_MAX {
+            break None;
         }
+        refused.push(key);
     };
+    let Some(raw) = raw else {
+        return finish(cx.sink, origin, None);
+    };
+    let before = cx.sink.diags.len();
     let config = build(&mut cx, raw);
-    finish(cx.sink, origin, Some(config))
+    // A value taken out above may now read as missing: it was reported once already.
+    let mut i = 0;
+    cx.sink.diags.retain(|d| {
+        i += 1;
+        let follows = |k: &String| under(&d.key, k) || d.message.contains(&format!("`{k}`"));
+        i <= before || !refused.iter().any(follows)
+    });
+    let failed = !refused.is_empty();
+    finish(cx.sink, origin, (!failed).then_some(config))
 }
 
-/// Serde's `invalid type: string "…", expected …` with the string left out.
+/// Is `path` the key `root` or inside it?
+fn under(path: &str, root: &str) -> bool {
+    path.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Serde's `invalid type: string "…", expected …` with the string left out, and its names for
+/// Berry's raw structs (`expected struct RawUser`) said as TOML says them.
 fn without_quoted_string(message: &str) -> String {
-    match (message.find("string \""), message.rfind('"')) {
+    let message = match (message.find("string \""), message.rfind('"')) {
         (Some(start), Some(end)) if end > start + 7 => {
             format!("{}a string{}", &message[..start], &message[end + 1..])
         }
         _ => message.to_string(),
+    };
+    match message.find("expected struct Raw") {
+        Some(at) => format!("{}expected a table", &message[..at]),
+        None => message,
     }
 }
 
