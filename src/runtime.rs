@@ -146,7 +146,8 @@ fn refuse_shared_port(addr: SocketAddr) -> io::Result<()> {
     probe.bind(&addr.into()).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot listen on {addr}: {e} (is another server running?)"),
+            // The caller says which address; this says why.
+            format!("{e} (is another server running?)"),
         )
     })
 }

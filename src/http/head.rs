@@ -323,8 +323,9 @@ pub fn parse_response_into(
         Err(e) => return Err(map_error(e, window, StartLine::Response)),
     };
     let status = resp.code.unwrap_or_default();
-    if status < 100 {
-        return Err(HeadError::Malformed("status code below 100"));
+    // RFC 9110 §15 defines 100–599 only: anything else is not relayed as if it meant something.
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Malformed("status code outside 100-599"));
     }
     let minor_version = resp.version.unwrap_or(1);
     let facts = HeaderFacts::scan(resp.headers)?;

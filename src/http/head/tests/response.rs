@@ -154,7 +154,7 @@ fn response_status_line_details() {
         HEAD_MAX,
         COUNT_MAX,
     );
-    assert_eq!(result, Err(HeadError::Malformed("status code below 100")));
+    assert_eq!(result, Err(HeadError::Malformed("status code outside 100-599")));
 }
 
 #[test]
@@ -162,4 +162,25 @@ fn response_obs_fold_is_malformed() {
     let folded = b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n";
     let result = parse_response(folded, Method::Get, HEAD_MAX, COUNT_MAX);
     assert!(matches!(result, Err(HeadError::Malformed(_))));
+}
+
+#[test]
+fn status_codes_outside_100_to_599_are_malformed() {
+    for line in [
+        "HTTP/1.1 099 Low",
+        "HTTP/1.1 600 High",
+        "HTTP/1.1 999 Weird",
+    ] {
+        let got = resp_body(line, "content-length: 0\r\n", Method::Post);
+        assert!(
+            matches!(got, Err(HeadError::Malformed(_))),
+            "{line}: {got:?}"
+        );
+    }
+    for line in ["HTTP/1.1 100 Continue", "HTTP/1.1 599 Edge"] {
+        assert!(
+            resp_body(line, "content-length: 0\r\n", Method::Post).is_ok(),
+            "{line}"
+        );
+    }
 }
