@@ -154,7 +154,10 @@ fn response_status_line_details() {
         HEAD_MAX,
         COUNT_MAX,
     );
-    assert_eq!(result, Err(HeadError::Malformed("status code outside 100-599")));
+    assert_eq!(
+        result,
+        Err(HeadError::Malformed("status code outside 100-599"))
+    );
 }
 
 #[test]
