@@ -65,9 +65,16 @@ pub fn authenticate<'r>(
 }
 
 /// The bearer token a request carries: `Ok(None)` without an `Authorization` header, `Err`
-/// for a malformed one (any scheme but `Bearer`, or more than one word).
+/// for a malformed one (any scheme but `Bearer`, or more than one word) or for two of them
+/// (which one counts would be a guess; a proxy in front might have checked the other).
 pub fn bearer<'b>(head: &RequestHead, buf: &'b [u8]) -> Result<Option<&'b [u8]>, GatewayError> {
-    match head.header(buf, "authorization") {
+    let only = head.single_header(buf, "authorization").map_err(|()| {
+        GatewayError::new(
+            crate::error::ErrorKind::BadRequest,
+            "more than one Authorization header",
+        )
+    })?;
+    match only {
         None => Ok(None),
         Some(value) => bearer_token(value).map(Some).ok_or_else(|| {
             unauthorized("malformed Authorization header; expected `Bearer <token>`")

@@ -174,7 +174,12 @@ async fn prepare<'r>(
     let limits = &routes.config.server;
     let caller = auth::authenticate(routes, head, &c.r.buf)?;
     tally.user.set(caller.index);
-    // A missing Content-Type is accepted (curl sends none with -d @file); a wrong one is not.
+    // A missing Content-Type is accepted (curl sends none with -d @file); a wrong one is not,
+    // nor two (Berry would check one and the upstream might read the other).
+    if head.single_header(&c.r.buf, "content-type").is_err() {
+        let msg = "more than one Content-Type header";
+        return Err(GatewayError::new(ErrorKind::BadRequest, msg).into());
+    }
     if head.header(&c.r.buf, "content-type").is_some() && !head.content_type_is_json(&c.r.buf) {
         let msg = "Content-Type must be application/json";
         return Err(GatewayError::new(ErrorKind::UnsupportedMediaType, msg).into());

@@ -175,6 +175,19 @@ impl RequestHead {
         find_header(&self.headers, buf, name)
     }
 
+    /// The header named `name` when it appears at most once; `Err(())` when it appears more
+    /// than once (for fields that are not lists, two lines are two answers to one question).
+    #[allow(clippy::result_unit_err)]
+    pub fn single_header<'b>(&self, buf: &'b [u8], name: &str) -> Result<Option<&'b [u8]>, ()> {
+        let mut named = (self.headers.iter())
+            .filter(|h| slice(buf, &h.name).eq_ignore_ascii_case(name.as_bytes()));
+        let first = named.next().map(|h| slice(buf, &h.value));
+        match named.next() {
+            Some(_) => Err(()),
+            None => Ok(first),
+        }
+    }
+
     pub fn path<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
         slice(buf, &self.path)
     }

@@ -158,6 +158,21 @@ both_drivers! {
         assert!(took < std::time::Duration::from_secs(3), "closed at the idle timeout: {took:?}");
     }
 
+    fn a_header_that_must_be_single_is_refused_when_doubled(driver) {
+        let (gw, up) = gw_with(driver, BOB);
+        let body = r#"{"model":"gpt-test"}"#;
+        // Which token counts would be a guess (a proxy in front may have checked the other).
+        let two_tokens = format!("authorization: Bearer {TOKEN}\r\nauthorization: Bearer tok-bob-0123456789abcdef\r\n");
+        let raw = format!("POST /v1/chat/completions HTTP/1.1\r\n{two_tokens}content-length: {}\r\n\r\n{body}", body.len());
+        let v = send_raw(gw.addr, raw.as_bytes()).assert_error(400);
+        assert!(v["error"]["message"].as_str().unwrap().contains("Authorization"), "{v}");
+        // `post_with` sends one Content-Type already.
+        let second_type = format!("authorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n");
+        let v = send_raw(gw.addr, &post_with("/v1/chat/completions", body, &second_type)).assert_error(400);
+        assert!(v["error"]["message"].as_str().unwrap().contains("Content-Type"), "{v}");
+        assert_eq!(up.count(), 0);
+    }
+
     fn error_then_keep_alive_still_works(driver) {
         let (gw, up) = gw_with(driver, "");
         let mut s = TcpStream::connect(gw.addr).unwrap();
