@@ -238,7 +238,9 @@ impl std::error::Error for GatewayError {}
 pub fn clip(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(100));
     for c in s.chars().take(100) {
-        if c.is_control() {
+        // Controls, plus the characters that move or reorder text without being controls:
+        // line and paragraph separators, bidi embeddings, overrides and isolates.
+        if c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
             out.extend(c.escape_default());
         } else {
             out.push(c);

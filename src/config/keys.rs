@@ -460,27 +460,32 @@ pub(super) fn locate(root: &DeTable<'_>, offset: usize) -> String {
 }
 
 /// Removes from the document the deepest key whose value holds byte `offset` (a value serde
-/// refused), so deserialization can go on and report the next wrong value too. Tables and the
-/// tables of an array of tables are searched first (a table made of `[a.b]` headers has no
-/// span around its keys); any other array goes whole. `false` when nothing holds `offset`.
-pub(super) fn remove_at(table: &mut DeTable<'_>, offset: usize) -> bool {
+/// refused), so deserialization can go on and report the next wrong value too, and returns the
+/// removed key's path (below `parent`). Tables and the tables of an array of tables are
+/// searched first (a table made of `[a.b]` headers has no span around its keys); any other
+/// array goes whole. `None` when nothing holds `offset`.
+pub(super) fn remove_at(table: &mut DeTable<'_>, offset: usize, parent: &str) -> Option<String> {
     let mut whole = None;
     for (key, value) in table.iter_mut() {
         let holds = value.span().contains(&offset);
+        let path = join(parent, key.get_ref());
         let deeper = match value.get_mut() {
-            DeValue::Table(t) => remove_at(t, offset),
-            DeValue::Array(items) => items.iter_mut().any(|item| match item.get_mut() {
-                DeValue::Table(t) => remove_at(t, offset),
-                _ => false,
+            DeValue::Table(t) => remove_at(t, offset, &path),
+            DeValue::Array(items) => items.iter_mut().enumerate().find_map(|(i, item)| match item
+                .get_mut()
+            {
+                DeValue::Table(t) => remove_at(t, offset, &index(&path, i)),
+                _ => None,
             }),
-            _ => false,
+            _ => None,
         };
-        if deeper {
-            return true;
+        if deeper.is_some() {
+            return deeper;
         }
         if holds && whole.is_none() {
-            whole = Some(key.clone());
+            whole = Some((key.clone(), path));
         }
     }
-    whole.is_some_and(|key| table.remove(&key).is_some())
+    let (key, path) = whole?;
+    table.remove(&key).map(|_| path)
 }

@@ -145,6 +145,26 @@ model = "m"
 }
 
 #[test]
+fn a_refused_value_has_no_follow_on_errors() {
+    // One bad item takes its whole array out; what then reads as missing is not reported.
+    let text = BASE.replace("models = [\"m1\", \"m2\"]", "models = [\"m1\", 5]");
+    let err = load(&text).expect_err("bad item");
+    let errors: Vec<_> = (err.diagnostics.iter())
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(errors[0].key, "providers.p.models[1]", "{err}");
+    // A whole provider of the wrong type: the backend naming it is not reported as well.
+    let text = BASE.replace("[providers.p]\n", "[providers]\np = \"x\"\n[unused]\n");
+    let err = load(&text).expect_err("bad provider");
+    assert!(!err.to_string().contains("unknown provider"), "{err}");
+    assert!(
+        err.to_string().contains("`providers.p`: invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
 fn type_errors_have_lines() {
     let text = BASE.replace("model = \"m1\"", "model = \"m1\"\nweight = \"heavy\"");
     check_err(

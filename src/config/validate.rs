@@ -91,11 +91,12 @@ pub(super) fn load(
             without_quoted_string(err.message().trim_end())
         };
         cx.sink.push(Severity::Error, span.clone(), &key, message);
-        let removed = span.is_some_and(|s| keys::remove_at(doc.get_mut(), s.start));
-        if !removed || refused.len() >= TYPE_ERRORS_MAX {
-            break None;
+        // What goes may be more than the value reported (a whole array for one bad item).
+        let removed = span.and_then(|s| keys::remove_at(doc.get_mut(), s.start, ""));
+        match removed {
+            Some(path) if refused.len() < TYPE_ERRORS_MAX => refused.push(path),
+            _ => break None,
         }
-        refused.push(key);
     };
     let Some(raw) = raw else {
         return finish(cx.sink, origin, None);
@@ -106,11 +107,25 @@ pub(super) fn load(
     let mut i = 0;
     cx.sink.diags.retain(|d| {
         i += 1;
-        let follows = |k: &String| under(&d.key, k) || d.message.contains(&format!("`{k}`"));
+        let follows = |k: &String| under(&d.key, k) || mentions(&d.message, k);
         i <= before || !refused.iter().any(follows)
     });
     let failed = !refused.is_empty();
     finish(cx.sink, origin, (!failed).then_some(config))
+}
+
+/// Does `message` name the key `path` (or something inside it), as a whole path: quoted in
+/// backticks, in a `[table]` header, or followed by `.`/`[`?
+fn mentions(message: &str, path: &str) -> bool {
+    message.match_indices(path).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let after = message[at + path.len()..].chars().next();
+        matches!(before, None | Some('`' | '[' | ' ' | '('))
+            && matches!(
+                after,
+                None | Some('`' | ']' | '.' | '[' | ' ' | ')' | ':' | ',')
+            )
+    })
 }
 
 /// Is `path` the key `root` or inside it?

@@ -73,7 +73,8 @@ pub fn has_done_event(events: &[u8]) -> bool {
     DONE.find_iter(events).any(|at| {
         let line_start = memchr::memrchr2(b'\n', b'\r', &events[..at]).map_or(0, |i| i + 1);
         let prefix = &events[line_start..at];
-        let line_ends = matches!(events.get(at + 6), None | Some(b'\n' | b'\r'));
+        // An unterminated line at the very end is not an event a client would dispatch.
+        let line_ends = matches!(events.get(at + 6), Some(b'\n' | b'\r'));
         line_ends && (prefix == b"data: " || prefix == b"data:")
     })
 }
@@ -177,7 +178,7 @@ mod tests {
             &b"data: [DONE]\n\n"[..],
             b"data:[DONE]\r\n\r\n",
             b"data: {\"a\":1}\n\ndata: [DONE]\n\n",
-            b"event: x\ndata: [DONE]",
+            b"event: x\ndata: [DONE]\n",
         ] {
             assert!(has_done_event(yes), "{}", String::from_utf8_lossy(yes));
         }
@@ -187,6 +188,7 @@ mod tests {
             b"data: x[DONE]\n\n",
             b": data: [DONE]\n\n",
             b"data:  [DONE]\n\n",
+            b"data: [DONE]",
             b"",
         ] {
             assert!(!has_done_event(no), "{}", String::from_utf8_lossy(no));

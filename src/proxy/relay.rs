@@ -153,9 +153,7 @@ pub async fn relay(
         ResponseBody::None => {
             // The upstream is done with this response: pool it before waiting on the client.
             release(shard, ctx.provider, conn, upstream_reusable);
-            return Ok(Relayed::done(
-                w.flush_until(ctx.deadline).await.is_ok() && keep_alive,
-            ));
+            return Ok(Relayed::done(w.flush().await.is_ok() && keep_alive));
         }
         ResponseBody::Length(n) => Source::Length(n),
         ResponseBody::Chunked => Source::Chunked(ChunkedDecoder::new(TRAILER_BYTES_MAX)),
@@ -201,7 +199,7 @@ async fn relay_buffered(
     release(shard, ctx.provider, conn, reusable);
     Ok(Relayed {
         model_error,
-        ..Relayed::done(w.flush_until(ctx.deadline).await.is_ok() && keep_alive)
+        ..Relayed::done(w.flush().await.is_ok() && keep_alive)
     })
 }
 
@@ -305,11 +303,9 @@ async fn relay_events(
                     w.out.extend_from_slice(LAST_CHUNK);
                 }
                 release(shard, ctx.provider, conn, plan.upstream_reusable);
-                return Ok(Relayed::done(
-                    w.flush_until(ctx.deadline).await.is_ok() && plan.keep_alive,
-                ));
+                return Ok(Relayed::done(w.flush().await.is_ok() && plan.keep_alive));
             }
-            if w.flush_until(ctx.deadline).await.is_err() {
+            if w.flush().await.is_err() {
                 return Ok(Relayed::done(false));
             }
         }

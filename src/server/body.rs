@@ -63,7 +63,8 @@ pub async fn read(
                     })?;
                 // A chunk declared bigger than the room left is refused now, not after the
                 // client has sent (or failed to send) all of it.
-                if over || into.len() as u64 + dec.declared_pending() > max as u64 {
+                let room = max.saturating_sub(into.len()) as u64;
+                if over || dec.declared_pending() > room {
                     return Err(Some(too_large(max)));
                 }
                 // Raw framing is dropped as it is decoded: chunk extensions cannot make the

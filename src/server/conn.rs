@@ -98,15 +98,12 @@ impl ClientReader {
 }
 
 impl ClientWriter {
-    /// Writes all of `out` within `client_send_timeout_ms` and clears it.
+    /// Writes all of `out` and clears it; gives up after `client_send_timeout_ms` (`TimedOut`:
+    /// the client is treated as gone). Not bounded by the request's `total_timeout`, which is
+    /// the upstream's budget: a deadline already passed would fail even a write the client
+    /// was ready for.
     pub async fn flush(&mut self) -> io::Result<()> {
-        self.flush_until(self.timer.now() + self.send_timeout).await
-    }
-
-    /// Writes all of `out` and clears it; gives up (`TimedOut`, the client is treated as gone)
-    /// at `deadline` or after `client_send_timeout_ms`, whichever comes first.
-    pub async fn flush_until(&mut self, deadline: Instant) -> io::Result<()> {
-        let deadline = deadline.min(self.timer.now() + self.send_timeout);
+        let deadline = self.timer.now() + self.send_timeout;
         let out = std::mem::take(&mut self.out);
         match self.timer.run(deadline, self.wr.write_all(out)).await {
             Ok((res, mut out)) => {
@@ -208,6 +205,8 @@ async fn read_head(
     } else {
         Some(r.timer.now())
     };
+    // A fresh connection's whole head is due this long after it was accepted.
+    let fresh_by = fresh.then(|| r.timer.now() + limits.client_header_timeout);
     loop {
         if !r.buf.is_empty() {
             let (bytes_max, count_max) = (limits.header_bytes_max, limits.headers_count_max);
@@ -217,10 +216,10 @@ async fn read_head(
                 Err(e) => return Err(head_error(e)),
             }
         }
-        let deadline = match started {
-            None if fresh => r.timer.now() + limits.client_header_timeout,
-            None => r.timer.now() + limits.client_idle_timeout,
-            Some(t) => t + limits.client_header_timeout,
+        let deadline = match (started, fresh_by) {
+            (_, Some(by)) => by,
+            (None, None) => r.timer.now() + limits.client_idle_timeout,
+            (Some(t), None) => t + limits.client_header_timeout,
         };
         match r.read_more(deadline).await {
             Ok(0) | Err(_) if started.is_none() => return Ok(false),

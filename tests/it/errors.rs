@@ -88,6 +88,11 @@ both_drivers! {
         let started = std::time::Instant::now();
         send_raw(gw.addr, &raw).assert_error(413);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A size that cannot be added to what came before is refused too, not overflowed.
+        let mut raw = format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n").into_bytes();
+        raw.extend(b"1\r\n{\r\nffffffffffffffff\r\n");
+        raw.extend([b'x'; 100]);
+        send_raw(gw.addr, &raw).assert_error(413);
         let huge = format!("GET /health HTTP/1.1\r\nx-pad: {}\r\n\r\n", "y".repeat(4000));
         send_raw(gw.addr, huge.as_bytes()).assert_error(431);
         assert_eq!(up.count(), 0);
@@ -171,6 +176,20 @@ both_drivers! {
         let v = send_raw(gw.addr, &post_with("/v1/chat/completions", body, &second_type)).assert_error(400);
         assert!(v["error"]["message"].as_str().unwrap().contains("Content-Type"), "{v}");
         assert_eq!(up.count(), 0);
+    }
+
+    fn a_new_connection_has_its_whole_head_due_at_the_header_timeout(driver) {
+        // One byte just before the limit does not buy another full header timeout.
+        let (gw, _up) = gw_with(driver, "[server]\nclient_header_timeout_ms = 500\n");
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        let from = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        s.write_all(b"G").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let r = read_response(&mut std::io::BufReader::new(&s));
+        r.assert_error(408);
+        let took = from.elapsed();
+        assert!(took < std::time::Duration::from_millis(800), "head due at {took:?}");
     }
 
     fn error_then_keep_alive_still_works(driver) {
