@@ -57,6 +57,9 @@ pub enum ErrorKind {
     Overloaded,
     /// The user's `rate_limit` has no room for this request.
     RateLimited,
+    /// The client did not accept its answer within `client_send_timeout_ms`. Only recorded
+    /// (the answer had begun, or the client is not reading): never sent as a response.
+    ClientSendTimeout,
 }
 
 impl ErrorKind {
@@ -67,7 +70,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::RequestTimeout => 408,
+            ErrorKind::RequestTimeout | ErrorKind::ClientSendTimeout => 408,
             ErrorKind::LengthRequired => 411,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
@@ -118,6 +121,7 @@ impl ErrorKind {
             ErrorKind::NoBackend => "no_available_backend",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::ClientSendTimeout => "client_send_timeout",
         }
     }
 

@@ -153,7 +153,7 @@ pub async fn relay(
         ResponseBody::None => {
             // The upstream is done with this response: pool it before waiting on the client.
             release(shard, ctx.provider, conn, upstream_reusable);
-            return Ok(Relayed::done(w.flush().await.is_ok() && keep_alive));
+            return Ok(Relayed::done(sent(w.flush().await, ctx) && keep_alive));
         }
         ResponseBody::Length(n) => Source::Length(n),
         ResponseBody::Chunked => Source::Chunked(ChunkedDecoder::new(TRAILER_BYTES_MAX)),
@@ -199,7 +199,7 @@ async fn relay_buffered(
     release(shard, ctx.provider, conn, reusable);
     Ok(Relayed {
         model_error,
-        ..Relayed::done(w.flush().await.is_ok() && keep_alive)
+        ..Relayed::done(sent(w.flush().await, ctx) && keep_alive)
     })
 }
 
@@ -303,9 +303,9 @@ async fn relay_events(
                     w.out.extend_from_slice(LAST_CHUNK);
                 }
                 release(shard, ctx.provider, conn, plan.upstream_reusable);
-                return Ok(Relayed::done(w.flush().await.is_ok() && plan.keep_alive));
+                return Ok(Relayed::done(sent(w.flush().await, ctx) && plan.keep_alive));
             }
-            if w.flush().await.is_err() {
+            if !sent(w.flush().await, ctx) {
                 return Ok(Relayed::done(false));
             }
         }
@@ -416,6 +416,20 @@ async fn broken(
         stalled,
         model_error: false,
     })
+}
+
+/// Did a write to the client go through? A client that took too long to accept it is
+/// recorded as such (the access log's `error`); one that went away is just gone.
+fn sent(written: std::io::Result<()>, ctx: &RelayCtx<'_>) -> bool {
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                ctx.tally.error.set(Some(ErrorKind::ClientSendTimeout));
+            }
+            false
+        }
+    }
 }
 
 fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {

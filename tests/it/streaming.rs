@@ -147,8 +147,10 @@ both_drivers! {
         let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(1)));
         let b = upstream(|_| json_reply(500, "{}"));
         let fast_reports = "[settings]\nreport_interval_ms = 20\nsnapshot_interval_ms = 20\n";
+        let log = temp_file("slow-client.log", "");
         let toml = config_two(a.addr, b.addr, "").replacen("[settings]\n", fast_reports, 1)
-            + "[server]\nclient_send_timeout_ms = 300\n";
+            + "[server]\nclient_send_timeout_ms = 300\n"
+            + &format!("[observability]\naccess_log = \"{}\"\n", log.path.display());
         let gw = gateway(&toml, driver);
         // A client with a small receive buffer that reads the head and then nothing.
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -172,6 +174,16 @@ both_drivers! {
         for outcome in ["timeout", "connect"] {
             let bad = [("model", "gpt-test"), ("backend", "alpha"), ("outcome", outcome)];
             assert_eq!(crate::observability::sample(&samples, "berry_upstream_attempts_total", &bad), 0.0, "{text}");
+        }
+        // The access log says why the answer was cut (its writer thread may lag a little).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let line = std::fs::read_to_string(&log.path).unwrap();
+            if line.contains("\"error\":\"client_send_timeout\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{line}");
+            std::thread::sleep(Duration::from_millis(20));
         }
         drop(s);
     }
