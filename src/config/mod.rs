@@ -5,6 +5,7 @@
 
 mod env;
 mod keys;
+mod load;
 mod models;
 mod observability;
 mod providers;
@@ -76,7 +77,7 @@ pub fn load_str_with_env(
     origin: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    validate::load(text, origin, env)
+    load::load(text, origin, env)
 }
 
 /// Everything that went wrong (and every warning) while loading one file.
