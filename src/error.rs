@@ -161,16 +161,18 @@ impl GatewayError {
     /// 429: the user's `rate_limit` window `denied.span` is full.
     pub fn rate_limited(denied: crate::ratelimit::Denied) -> Self {
         // Rounded up: a client that waits exactly this long finds room.
-        let secs = denied.retry_after.as_secs() + u64::from(denied.retry_after.subsec_nanos() > 0);
+        let secs = (denied.retry_after.as_secs()
+            + u64::from(denied.retry_after.subsec_nanos() > 0))
+        .max(1);
         GatewayError {
-            retry_after_secs: Some(secs.max(1)),
+            retry_after_secs: Some(secs),
             ..GatewayError::new(
                 ErrorKind::RateLimited,
                 format!(
                     "rate limit reached: {} requests per {}; retry in {} s",
                     denied.limit,
                     denied.span.name(),
-                    secs.max(1)
+                    secs
                 ),
             )
         }

@@ -21,7 +21,7 @@ use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::balance::{self, PickRequest};
 use crate::config::{Model, StreamUsage};
 use crate::error::{clip, ErrorKind, GatewayError};
-use crate::http::head::{RequestBody, RequestHead};
+use crate::http::head::{is_json_media_type, RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
 use crate::server::conn::{Client, ClientWriter};
 use crate::server::{body, respond};
@@ -176,11 +176,13 @@ async fn prepare<'r>(
     tally.user.set(caller.index);
     // A missing Content-Type is accepted (curl sends none with -d @file); a wrong one is not,
     // nor two (Berry would check one and the upstream might read the other).
-    if head.single_header(&c.r.buf, "content-type").is_err() {
-        let msg = "more than one Content-Type header";
-        return Err(GatewayError::new(ErrorKind::BadRequest, msg).into());
-    }
-    if head.header(&c.r.buf, "content-type").is_some() && !head.content_type_is_json(&c.r.buf) {
+    let content_type = head.single_header(&c.r.buf, "content-type").map_err(|()| {
+        Refusal::from(GatewayError::new(
+            ErrorKind::BadRequest,
+            "more than one Content-Type header",
+        ))
+    })?;
+    if content_type.is_some_and(|v| !is_json_media_type(v)) {
         let msg = "Content-Type must be application/json";
         return Err(GatewayError::new(ErrorKind::UnsupportedMediaType, msg).into());
     }

@@ -198,11 +198,15 @@ impl RequestHead {
 
     /// `Content-Type` is `application/json`, ignoring parameters such as `charset`.
     pub fn content_type_is_json(&self, buf: &[u8]) -> bool {
-        self.header(buf, "content-type").is_some_and(|value| {
-            let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
-            trim_ows(media_type).eq_ignore_ascii_case(b"application/json")
-        })
+        self.header(buf, "content-type")
+            .is_some_and(is_json_media_type)
     }
+}
+
+/// A `Content-Type` value names `application/json`, whatever its parameters (`charset`).
+pub fn is_json_media_type(value: &[u8]) -> bool {
+    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
+    trim_ows(media_type).eq_ignore_ascii_case(b"application/json")
 }
 
 impl ResponseHead {
