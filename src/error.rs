@@ -47,8 +47,11 @@ pub enum ErrorKind {
     VersionNotSupported,
     /// The client was too slow sending its request.
     RequestTimeout,
-    /// The upstream failed (connect refused, reset, malformed response).
+    /// The upstream failed (connect refused, reset, cut short).
     UpstreamFailed,
+    /// The upstream answered something that is not the HTTP Berry relays: an unparseable or
+    /// oversized head, a status outside 100–599, a protocol switch, broken chunked framing.
+    UpstreamMalformed,
     /// The upstream did not answer in time (connect, first byte or total).
     UpstreamTimeout,
     /// No backend of the model can take the request.
@@ -77,7 +80,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => 429,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::NotImplemented => 501,
-            ErrorKind::UpstreamFailed => 502,
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamMalformed => 502,
             ErrorKind::NoBackend | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::VersionNotSupported => 505,
@@ -90,7 +93,9 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => "upstream_error",
+            ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamMalformed
+            | ErrorKind::UpstreamTimeout => "upstream_error",
             ErrorKind::NoBackend | ErrorKind::Overloaded => "service_unavailable_error",
             // OpenAI's type for a request-count limit (`tokens` is the other kind).
             ErrorKind::RateLimited => "requests",
@@ -117,6 +122,7 @@ impl ErrorKind {
             ErrorKind::VersionNotSupported => "http_version_not_supported",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::UpstreamFailed => "upstream_failed",
+            ErrorKind::UpstreamMalformed => "upstream_malformed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoBackend => "no_available_backend",
             ErrorKind::Overloaded => "overloaded",
@@ -127,7 +133,9 @@ impl ErrorKind {
 
     pub fn fault(self) -> Fault {
         match self {
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Fault::Upstream,
+            ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamMalformed
+            | ErrorKind::UpstreamTimeout => Fault::Upstream,
             ErrorKind::NoBackend | ErrorKind::Overloaded => Fault::Gateway,
             _ => Fault::Client,
         }

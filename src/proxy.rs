@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::api::peek::{self, Peek};
 use crate::auth::{self, Caller};
 use crate::balance::filter::Filter;
-use crate::balance::outcome::{classify, OutcomeClass, TransportError};
+use crate::balance::outcome::{classify, OutcomeClass};
 use crate::balance::{self, PickRequest};
 use crate::config::{Model, StreamUsage};
 use crate::error::{clip, ErrorKind, GatewayError};
@@ -441,7 +441,7 @@ async fn forward(
                         backend.model,
                         e.message
                     );
-                    let class = transport_class(&e);
+                    let class = transport_class(e.kind);
                     attempt.finish(config, class, failed_at, None);
                     // The error itself says whether another backend may be tried.
                     let retry = e.retryable;
@@ -504,17 +504,16 @@ async fn forward(
                 timer,
             };
             match relay::relay(shard, w, conn, head, &ctx).await {
-                Ok(done) if done.upstream_broke => {
+                Ok(relay::Relayed {
+                    broke: Some(kind),
+                    keep_alive,
+                    ..
+                }) => {
                     // Broken mid-stream: a failure of the backend, timed by when its head arrived.
-                    let (kind, transport) = if done.stalled {
-                        (ErrorKind::UpstreamTimeout, TransportError::Timeout)
-                    } else {
-                        (ErrorKind::UpstreamFailed, TransportError::Io)
-                    };
                     tally.error.set(Some(kind));
-                    let class = classify(None, Some(transport));
+                    let class = transport_class(kind);
                     attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
-                    break 'answered done.keep_alive;
+                    break 'answered keep_alive;
                 }
                 Ok(done) => {
                     attempt.first_byte_at = tally.first_byte.get();
@@ -534,7 +533,7 @@ async fn forward(
                         backend.model,
                         e.message
                     );
-                    let class = transport_class(&e);
+                    let class = transport_class(e.kind);
                     attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
                     let retry = e.retryable;
                     last = Some(e);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::balance::local::Outcome;
 use crate::balance::outcome::{classify, OutcomeClass, TransportError};
 use crate::config::Config;
-use crate::error::{ErrorKind, GatewayError};
+use crate::error::ErrorKind;
 use crate::health::report::OutcomeEvent;
 use crate::shard::Shard;
 
@@ -86,11 +86,11 @@ impl Drop for Attempt<'_> {
 }
 
 /// The outcome class of a failure Berry observed itself (no usable status).
-pub(super) fn transport_class(e: &GatewayError) -> OutcomeClass {
-    let t = if e.kind == ErrorKind::UpstreamTimeout {
-        TransportError::Timeout
-    } else {
-        TransportError::Connect
+pub(super) fn transport_class(kind: ErrorKind) -> OutcomeClass {
+    let t = match kind {
+        ErrorKind::UpstreamTimeout => TransportError::Timeout,
+        ErrorKind::UpstreamMalformed => TransportError::Protocol,
+        _ => TransportError::Connect,
     };
     classify(None, Some(t))
 }

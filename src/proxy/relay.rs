@@ -31,10 +31,10 @@ const TRAILER_BYTES_MAX: usize = 16 * 1024;
 pub struct Relayed {
     /// The client connection may carry another request.
     pub keep_alive: bool,
-    /// The upstream failed after the first byte (broken, stalled, or no `[DONE]`).
-    pub upstream_broke: bool,
-    /// It broke by going silent (idle or total timeout) rather than by closing or garbling.
-    pub stalled: bool,
+    /// The upstream failed after the first byte, and how: `UpstreamTimeout` when it went
+    /// silent, `UpstreamMalformed` when it garbled the body, `UpstreamFailed` when it closed
+    /// or reset the connection or ended a stream without `[DONE]`.
+    pub broke: Option<ErrorKind>,
     /// A 4xx whose OpenAI error `code` says the backend does not serve the model Berry asked
     /// for: the backend's fault (a config error), not the client's.
     pub model_error: bool,
@@ -44,8 +44,7 @@ impl Relayed {
     fn done(keep_alive: bool) -> Relayed {
         Relayed {
             keep_alive,
-            upstream_broke: false,
-            stalled: false,
+            broke: None,
             model_error: false,
         }
     }
@@ -348,7 +347,7 @@ impl Break {
                 "the request exceeded total_timeout".to_string(),
             ),
             Break::Malformed(what) => (
-                ErrorKind::UpstreamFailed,
+                ErrorKind::UpstreamMalformed,
                 format!("the upstream sent a malformed body: {what}"),
             ),
             Break::NoDone => (
@@ -399,7 +398,6 @@ async fn broken(
         w.out.clear();
         return Err(brk.into_error(true));
     }
-    let stalled = matches!(brk, Break::Stalled(_) | Break::TotalTimeout);
     let err = brk.into_error(false);
     log::warn!("stream broken after its first byte: {}", err.message);
     if plan.sse {
@@ -412,8 +410,7 @@ async fn broken(
     let _ = w.flush().await;
     Ok(Relayed {
         keep_alive: false,
-        upstream_broke: true,
-        stalled,
+        broke: Some(err.kind),
         model_error: false,
     })
 }

@@ -120,15 +120,13 @@ pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
             && v.len() <= REQUEST_ID_BYTES_MAX
             && v.iter().all(|b| (0x21..0x7f).contains(b))
         {
-            return String::from_utf8_lossy(v).into_owned();
+            return v.iter().map(|&b| char::from(b)).collect();
         }
     }
     // 32 lowercase hex digits of a random u128, without the formatting machinery.
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = shard.rng.borrow_mut().u128(..);
-    let mut id = [0u8; 32];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = HEX[((n >> ((31 - i) * 4)) & 0xf) as usize];
-    }
-    String::from_utf8_lossy(&id).into_owned()
+    (0..32)
+        .map(|i| char::from(HEX[((n >> ((31 - i) * 4)) & 0xf) as usize]))
+        .collect()
 }

@@ -213,7 +213,7 @@ impl HeadFailure {
                 ),
             ),
             HeadFailure::Malformed(what) => GatewayError::upstream(
-                ErrorKind::UpstreamFailed,
+                ErrorKind::UpstreamMalformed,
                 format!("the upstream sent a malformed response: {what}"),
             ),
         }

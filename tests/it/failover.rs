@@ -83,6 +83,31 @@ both_drivers! {
         assert_eq!(a.count() + b.count(), 2, "each backend tried once, never twice");
     }
 
+    fn malformed_answer_fails_over_and_counts_as_a_server_error(driver) {
+        let bad = upstream(|_| Reply::Raw(b"HTTP/1.1 999 Nonsense\r\ncontent-length: 0\r\n\r\n".to_vec()));
+        let good = upstream(|_| json_reply(200, r#"{"ok":1}"#));
+        let gw = gateway(&config_two(bad.addr, good.addr, ""), driver);
+        // Pinned to the bad backend there is nothing else to try (first, while its breaker is closed).
+        let pinned = r#"{"model":"gpt-test","backend":"alpha"}"#;
+        let v = send_raw(gw.addr, &post("/v1/chat/completions", pinned)).assert_error(502);
+        assert_eq!(v["error"]["code"], "upstream_malformed");
+        for r in run_many(&gw, 8) {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-berry-backend"), Some("beta"));
+        }
+        let tried = bad.count() as f64;
+        let attempts = |s: &crate::observability::Samples, outcome| {
+            crate::observability::sample(
+                s,
+                "berry_upstream_attempts_total",
+                &[("model", "gpt-test"), ("backend", "alpha"), ("outcome", outcome)],
+            )
+        };
+        let (text, s) = crate::observability::scrape_until(gw.addr, |s| attempts(s, "server_error") >= tried);
+        assert_eq!(attempts(&s, "server_error"), tried, "{text}");
+        assert_eq!(attempts(&s, "connect"), 0.0, "a garbled answer is not a network error:\n{text}");
+    }
+
     fn max_retries_zero_means_one_attempt(driver) {
         let bad = upstream(|_| json_reply(500, r#"{"e":1}"#));
         let gw = gateway(&config_two(bad.addr, bad.addr, "").replace("max_retries = 2", "max_retries = 0"), driver);

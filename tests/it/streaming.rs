@@ -88,6 +88,20 @@ both_drivers! {
         assert_eq!(b.count(), 0, "no failover after the first byte");
     }
 
+    fn garbled_chunk_framing_mid_stream_is_reported_as_malformed(driver) {
+        let pieces = vec![sse(&["data: {\"n\":1}\n\n"], false), b"zz\r\nnot a chunk\r\n".to_vec()];
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(50)));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert_eq!(r.status, 200);
+        assert!(!r.clean_end);
+        let text = r.text();
+        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\ndata: ").trim()).unwrap();
+        assert_eq!(err["error"]["code"], "upstream_malformed", "{text}");
+        assert_eq!(b.count(), 0, "no failover after the first byte");
+    }
+
     fn stream_without_done_is_reported_as_broken(driver) {
         // The second stream carries the text `[DONE]` as content: that is not the end event.
         for event in ["data: {\"n\":1}\n\n", "data: {\"content\":\"[DONE]\"}\n\n"] {
