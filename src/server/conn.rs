@@ -7,8 +7,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
 use crate::api::{self, Endpoint};
@@ -54,6 +54,30 @@ pub struct Client {
     pub watch: Timer,
     /// Bounds the upstream exchange of the request in progress (one at a time per client).
     pub upstream: Timer,
+}
+
+/// Writes all of `out`, adding each part the kernel accepts to `sent` as it goes: an answer
+/// cut off by an error or the send timeout still counts the bytes its client was given.
+async fn write_counted(
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    mut out: Vec<u8>,
+    sent: &mut u64,
+) -> (io::Result<()>, Vec<u8>) {
+    let mut at = 0;
+    while at < out.len() {
+        let (res, part) = wr.write(out.slice(at..)).await;
+        out = part.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), out),
+            Ok(n) => {
+                at += n;
+                *sent += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), out),
+        }
+    }
+    (Ok(()), out)
 }
 
 impl ClientReader {
@@ -105,14 +129,12 @@ impl ClientWriter {
     pub async fn flush(&mut self) -> io::Result<()> {
         let deadline = self.timer.now() + self.send_timeout;
         let out = std::mem::take(&mut self.out);
-        match self.timer.run(deadline, self.wr.write_all(out)).await {
+        let write = write_counted(&mut self.wr, out, &mut self.sent);
+        match self.timer.run(deadline, write).await {
             Ok((res, mut out)) => {
-                if res.is_ok() {
-                    self.sent += out.len() as u64;
-                }
                 out.clear();
                 self.out = out;
-                res.map(|_| ())
+                res
             }
             Err(_) => {
                 // The dropped write owned the buffer; the connection is done anyway.

@@ -202,6 +202,43 @@ both_drivers! {
         drop(s);
     }
 
+    fn a_client_cut_off_mid_answer_is_logged_with_the_bytes_it_took(driver) {
+        // One 8 MiB answer written in one go: the sockets take part of it, then the client stalls.
+        let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(8 << 20));
+        let total = body.len() as u64;
+        let a = upstream(move |_| json_reply(200, &body));
+        let b = upstream(|_| json_reply(500, "{}"));
+        let log = temp_file("cut-client.log", "");
+        let toml = config_two(a.addr, b.addr, "")
+            + "[server]\nclient_send_timeout_ms = 300\n"
+            + &format!("[observability]\naccess_log = \"{}\"\naccess_log_format = \"json\"\n", log.path.display());
+        let gw = gateway(&toml, driver);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&gw.addr.into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.write_all(&post("/v1/chat/completions", r#"{"model":"gpt-test","backend":"alpha"}"#)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            let text = std::fs::read_to_string(&log.path).unwrap();
+            if let Some(l) = text.lines().find(|l| l.contains("client_send_timeout")) {
+                break l.to_string();
+            }
+            assert!(Instant::now() < deadline, "no line for the cut answer: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // Part of the answer reached the client: not a 499, and every byte it got is counted,
+        // including those of the write that timed out.
+        assert_eq!(v["status"], 200, "{line}");
+        let out = v["bytes_out"].as_u64().unwrap();
+        let mut got = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_to_end(&mut got).unwrap();
+        assert!(out < total, "{line}");
+        assert_eq!(out, got.len() as u64, "bytes_out against what the client read: {line}");
+    }
+
     fn client_disconnect_cancels_the_upstream(driver) {
         let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
         for i in 0..100 {
