@@ -65,7 +65,8 @@ enum Command {
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
     // Before any thread exists (the log writer included): every thread inherits the mask, so
-    // SIGINT/SIGTERM can only be taken by `wait_for_signal` and always mean "drain and stop".
+    // SIGINT/SIGTERM can only be taken by `wait_for_signal` and always mean "drain and stop",
+    // and SIGHUP (whose default action kills the process) is only ever logged.
     block_signals();
     crate::logging::init();
     let cli = Cli::parse();
@@ -149,7 +150,16 @@ fn serve(
     let shutdown = Shutdown::new();
     let server = start(cfg, addr, workers, driver, true, shutdown.clone())?;
     wait_for_signal(&shutdown);
-    log::info!("shutting down: draining requests in flight");
+    log::info!(
+        "shutting down: draining requests in flight (a second SIGINT or SIGTERM stops at once)"
+    );
+    while !server.is_finished() {
+        if next_signal(POLL) == Some(Signal::Stop) {
+            log::warn!("second stop signal: exiting without waiting for requests in flight");
+            crate::logging::flush();
+            std::process::exit(1);
+        }
+    }
     server.join();
     log::info!("stopped");
     Ok(())
@@ -209,12 +219,46 @@ fn signal_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and every thread it spawns afterwards, so
-/// they can only be taken by [`wait_for_signal`]. Call before starting shards.
+/// How long one wait for a signal lasts before the caller looks at its own state again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Signal {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP: by habit (nginx, HAProxy, systemd's `ExecReload`) it means "reload".
+    Hangup,
+}
+
+/// Takes the next blocked signal of [`signal_set`], waiting at most `wait`. SIGHUP is answered
+/// here: Berry cannot reload its configuration yet, and must not die of it.
+fn next_signal(wait: std::time::Duration) -> Option<Signal> {
+    let set = signal_set();
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: valid set and timeout; a null siginfo pointer is allowed.
+    match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } {
+        libc::SIGHUP => {
+            log::warn!(
+                "SIGHUP ignored: Berry does not reload its configuration yet; \
+                 restart it to apply a changed config"
+            );
+            Some(Signal::Hangup)
+        }
+        n if n > 0 => Some(Signal::Stop),
+        _ => None,
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and every thread it spawns
+/// afterwards, so they can only be taken by [`wait_for_signal`]. Call before starting shards.
 pub fn block_signals() {
     let set = signal_set();
     // SAFETY: a valid, initialised signal set; changing this thread's mask has no other effect.
@@ -224,16 +268,10 @@ pub fn block_signals() {
 }
 
 /// Waits until SIGINT or SIGTERM arrives (or `shutdown` is triggered elsewhere), then triggers
-/// `shutdown`.
+/// `shutdown`. SIGHUP is logged and ignored.
 pub fn wait_for_signal(shutdown: &Shutdown) {
-    let set = signal_set();
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    };
     while !shutdown.is_triggered() {
-        // SAFETY: valid set and timeout; a null siginfo pointer is allowed.
-        if unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) } > 0 {
+        if next_signal(POLL) == Some(Signal::Stop) {
             shutdown.trigger();
         }
     }

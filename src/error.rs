@@ -58,6 +58,8 @@ pub enum ErrorKind {
     NoBackend,
     /// The shard is at `connections_per_shard_max` or draining.
     Overloaded,
+    /// The server stopped, and `drain_timeout_ms` ran out before this request finished.
+    ShuttingDown,
     /// The user's `rate_limit` has no room for this request.
     RateLimited,
     /// The client did not accept its answer within `client_send_timeout_ms`. Only recorded
@@ -81,7 +83,7 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::NotImplemented => 501,
             ErrorKind::UpstreamFailed | ErrorKind::UpstreamMalformed => 502,
-            ErrorKind::NoBackend | ErrorKind::Overloaded => 503,
+            ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::VersionNotSupported => 505,
         }
@@ -96,7 +98,9 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamMalformed
             | ErrorKind::UpstreamTimeout => "upstream_error",
-            ErrorKind::NoBackend | ErrorKind::Overloaded => "service_unavailable_error",
+            ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
+                "service_unavailable_error"
+            }
             // OpenAI's type for a request-count limit (`tokens` is the other kind).
             ErrorKind::RateLimited => "requests",
             _ => "invalid_request_error",
@@ -126,6 +130,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoBackend => "no_available_backend",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::ClientSendTimeout => "client_send_timeout",
         }
@@ -136,7 +141,9 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamMalformed
             | ErrorKind::UpstreamTimeout => Fault::Upstream,
-            ErrorKind::NoBackend | ErrorKind::Overloaded => Fault::Gateway,
+            ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
+                Fault::Gateway
+            }
             _ => Fault::Client,
         }
     }

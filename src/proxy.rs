@@ -509,10 +509,13 @@ async fn forward(
                     keep_alive,
                     ..
                 }) => {
-                    // Broken mid-stream: a failure of the backend, timed by when its head arrived.
+                    // Broken mid-stream: a failure of the backend, timed by when its head arrived
+                    // (unless the gateway itself cut it: the dropped attempt is then cancelled).
                     tally.error.set(Some(kind));
-                    let class = transport_class(kind);
-                    attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
+                    if kind != ErrorKind::ShuttingDown {
+                        let class = transport_class(kind);
+                        attempt.finish_with_latency(config, class, head_at, Instant::now(), None);
+                    }
                     break 'answered keep_alive;
                 }
                 Ok(done) => {
@@ -525,9 +528,14 @@ async fn forward(
                     attempt.finish(config, class, head_at, retry_after);
                     break 'answered done.keep_alive;
                 }
+                Err(e) if e.kind == ErrorKind::ShuttingDown => {
+                    last = Some(e);
+                    break;
+                }
                 Err(e) => {
                     log::warn!(
-                        "request {}: backend {}/{} failed mid-response: {}",
+                        "request {}: backend {}/{} failed after its response head, before \
+                         anything reached the client: {}",
                         p.request_id,
                         provider.id,
                         backend.model,

@@ -92,6 +92,12 @@ impl Server {
         &self.shutdown
     }
 
+    /// Have every shard and the control thread stopped?
+    pub fn is_finished(&self) -> bool {
+        self.shards.iter().all(|h| h.is_finished())
+            && self.control.as_ref().is_none_or(|c| c.is_finished())
+    }
+
     /// Waits for every shard to drain and the control thread to stop.
     pub fn join(mut self) {
         for h in self.shards.drain(..) {

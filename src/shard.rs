@@ -26,8 +26,9 @@ use crate::upstream::pool::Pool;
 
 /// How often a shard polls its inbox and the shutdown flag.
 const TICK: Duration = Duration::from_millis(50);
-/// How long a draining shard waits for requests in flight before it closes them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After `drain_timeout_ms`, how long streams get to send their `shutting_down` event (each
+/// notices at its next upstream read) before the shard closes what is left.
+const DRAIN_CUT_GRACE: Duration = Duration::from_secs(1);
 
 pub struct ShardInit {
     pub id: usize,
@@ -79,6 +80,8 @@ pub struct Shard {
     /// Client connections with a request in progress (what draining waits for).
     pub conns_busy: Cell<usize>,
     pub draining: Cell<bool>,
+    /// The drain timeout ran out: streams still relaying end with a `shutting_down` event.
+    pub drain_expired: Cell<bool>,
     /// Open upstream connections per provider (pooled or in use).
     pub upstream_open: Rc<[Cell<u32>]>,
     /// Proxied requests in progress per route (chat, completions, embeddings).
@@ -221,6 +224,7 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
         conns_open: Cell::new(0),
         conns_busy: Cell::new(0),
         draining: Cell::new(false),
+        drain_expired: Cell::new(false),
         upstream_open: (0..init.routes.config.providers.len())
             .map(|_| Cell::new(0))
             .collect(),
@@ -242,11 +246,36 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
     monoio::spawn(reporter(shard.clone(), init.reports, interval));
     accept_loop(&shard, &listener, &accept_stop).await;
     drop(listener);
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shard.conns_busy.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(10)).await;
+    let drain_timeout = init.routes.config.server.drain_timeout;
+    if !wait_idle(&shard, drain_timeout).await {
+        log::warn!(
+            "shard {}: {} request(s) still in flight after drain_timeout_ms ({} ms); ending them",
+            shard.id,
+            shard.conns_busy.get(),
+            drain_timeout.as_millis()
+        );
+        shard.drain_expired.set(true);
+        if !wait_idle(&shard, DRAIN_CUT_GRACE).await {
+            log::warn!(
+                "shard {}: closing {} connection(s) with a request still unanswered",
+                shard.id,
+                shard.conns_busy.get()
+            );
+        }
     }
     shard.flush_access_log();
+}
+
+/// Waits up to `limit` for the shard's requests in flight to finish; true if they did.
+async fn wait_idle(shard: &Shard, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while shard.conns_busy.get() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 async fn accept_loop(

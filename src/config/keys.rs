@@ -151,7 +151,7 @@ const fn ignored(name: &'static str, why: &'static str) -> Entry {
     }
 }
 
-static SERVER: [Entry; 13] = [
+static SERVER: [Entry; 14] = [
     leaf("bind_address"),
     leaf("workers"),
     leaf("driver"),
@@ -165,6 +165,7 @@ static SERVER: [Entry; 13] = [
     leaf("client_body_timeout_ms"),
     leaf("client_idle_timeout_ms"),
     leaf("client_send_timeout_ms"),
+    leaf("drain_timeout_ms"),
 ];
 
 const CLI_LEFTOVER: &str = "written by `berry-cli generate-config` but never read; ignored";

@@ -298,6 +298,8 @@ pub struct ServerSettings {
     /// How long a client may take to accept one write of its answer (a buffered body, or the
     /// events of a stream that arrived together).
     pub client_send_timeout: Duration,
+    /// How long a stopping server waits for requests in flight before it ends them.
+    pub drain_timeout: Duration,
 }
 
 /// The `[settings]` table: Berry API's keys plus the upstream timeouts and pool limits.

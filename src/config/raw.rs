@@ -48,6 +48,7 @@ pub(super) struct RawServer {
     pub client_body_timeout_ms: Option<S<i64>>,
     pub client_idle_timeout_ms: Option<S<i64>>,
     pub client_send_timeout_ms: Option<S<i64>>,
+    pub drain_timeout_ms: Option<S<i64>>,
 }
 
 #[derive(Deserialize, Default)]

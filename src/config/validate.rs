@@ -146,6 +146,12 @@ fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
             &p("client_send_timeout_ms"),
             60_000,
         ),
+        drain_timeout: cx.ms(
+            raw.drain_timeout_ms.as_ref(),
+            &p("drain_timeout_ms"),
+            // Under Kubernetes' default 30 s grace period, so the cut is Berry's, not SIGKILL's.
+            25_000,
+        ),
     }
 }
 

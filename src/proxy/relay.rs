@@ -309,6 +309,9 @@ async fn relay_events(
             }
         }
 
+        if shard.drain_expired.get() {
+            return broken(w, Break::Shutdown, committed, plan).await;
+        }
         match read_some(&mut conn, ctx).await {
             Ok(()) => {}
             Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
@@ -325,6 +328,8 @@ enum Break {
     TotalTimeout,
     Malformed(String),
     NoDone,
+    /// The server is stopping and its drain timeout ran out (not the upstream's fault).
+    Shutdown,
 }
 
 impl Break {
@@ -353,6 +358,10 @@ impl Break {
             Break::NoDone => (
                 ErrorKind::UpstreamFailed,
                 "the upstream ended the stream without [DONE]".to_string(),
+            ),
+            Break::Shutdown => (
+                ErrorKind::ShuttingDown,
+                "the gateway is shutting down".to_string(),
             ),
         };
         let mut e = GatewayError::new(kind, msg);
@@ -396,7 +405,9 @@ async fn broken(
 ) -> Result<Relayed, GatewayError> {
     if !committed {
         w.out.clear();
-        return Err(brk.into_error(true));
+        // Another backend would be cut the same way: a stopping gateway answers now.
+        let retryable = !matches!(brk, Break::Shutdown);
+        return Err(brk.into_error(retryable));
     }
     let err = brk.into_error(false);
     log::warn!("stream broken after its first byte: {}", err.message);

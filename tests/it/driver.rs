@@ -1,5 +1,6 @@
 //! The real binary under a seccomp filter that refuses io_uring the way Docker's default profile
 //! does (EPERM): `auto` must fall back to epoll and serve, `--driver uring` must fail clearly.
+//! Also the process's signals: SIGTERM drains, a second one stops at once, SIGHUP is ignored.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -177,9 +178,13 @@ impl Berry {
     }
 
     fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
         // SAFETY: signalling our own child by pid; it is not reaped yet, so the pid is still ours.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM)");
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig})");
     }
 }
 
@@ -300,4 +305,66 @@ fn sigterm_at_any_moment_after_start_exits_cleanly() {
             berry.finish_stderr()
         );
     }
+}
+
+/// SIGHUP's default action kills a process; operators send it out of habit (nginx reloads on
+/// it, systemd's `ExecReload` often does). Berry says it cannot reload and keeps serving.
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let up = upstream(|_| json_reply(200, "{}"));
+    let addr = free_addr();
+    let mut berry = Berry::spawn(&serve_config(addr, up.addr), false, &[]);
+    berry.wait_ready(addr);
+    berry.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !berry.stderr().contains("SIGHUP ignored") {
+        assert!(Instant::now() < deadline, "{}", berry.stderr());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let body = r#"{"model":"gpt-test","messages":[]}"#;
+    let r = send_raw(addr, &post_with("/v1/chat/completions", body, ""));
+    assert_eq!(
+        r.status,
+        200,
+        "still serving after SIGHUP:\n{}",
+        berry.stderr()
+    );
+    berry.sigterm();
+    let status = berry.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}:\n{}", berry.finish_stderr());
+}
+
+/// During a drain a second SIGTERM (or Ctrl-C) means "now": Berry exits at once instead of
+/// waiting `drain_timeout_ms` for a long stream.
+#[test]
+fn a_second_stop_signal_during_a_drain_exits_at_once() {
+    let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
+    for i in 0..200 {
+        pieces.push(chunk(&format!("data: {{\"n\":{i}}}\n\n")));
+    }
+    let up = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(50)));
+    let addr = free_addr();
+    let mut berry = Berry::spawn(&serve_config(addr, up.addr), false, &[]);
+    berry.wait_ready(addr);
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = r#"{"model":"gpt-test","stream":true}"#;
+    std::io::Write::write_all(&mut s, &post_with("/v1/chat/completions", body, "")).unwrap();
+    let mut first = [0u8; 64];
+    s.read_exact(&mut first).unwrap();
+    berry.sigterm();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        berry.child.try_wait().unwrap().is_none(),
+        "one SIGTERM drains: the stream is still being served"
+    );
+    let second = Instant::now();
+    berry.sigterm();
+    let status = berry.wait_exit(Duration::from_secs(3));
+    let stderr = berry.finish_stderr();
+    assert!(second.elapsed() < Duration::from_secs(2), "{stderr}");
+    assert!(
+        !status.success(),
+        "a forced stop is not a clean exit: {status}"
+    );
+    assert!(stderr.contains("second stop signal"), "{stderr}");
 }

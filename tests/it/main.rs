@@ -6,7 +6,7 @@ mod support;
 /// The access log: lines from the real binary, no secrets, rotation.
 mod access_log;
 
-/// The real binary under a seccomp filter: io_uring refused, epoll fallback, clean SIGTERM.
+/// The real binary: io_uring refused under seccomp, epoll fallback; SIGTERM, SIGHUP.
 mod driver;
 /// Local endpoints: models, health; the CLI's config validation.
 mod endpoints;
