@@ -1,8 +1,9 @@
 //! Berry's `/health` and `/v1/health` views, in the predecessor's field names.
 //!
 //! No base URLs, keys or tokens appear here. A backend is healthy when it and its provider are
-//! enabled and the latest health snapshot has its circuit closed and its recovery ramp done;
-//! the 503 rule is Berry's: unhealthy when half or fewer of the enabled models have a healthy
+//! enabled and the latest health snapshot has its circuit closed (see `BackendSnap::healthy`);
+//! a provider is healthy when it is enabled and one of its backends is (or it serves none).
+//! The 503 rule is Berry's: unhealthy when half or fewer of the enabled models have a healthy
 //! backend.
 
 use serde_json::{json, Map, Value};
@@ -14,8 +15,8 @@ use crate::health::snapshot::Snapshot;
 use crate::logging::rfc3339;
 use crate::routes::Routes;
 
-/// Enabled, and neither its circuit open nor still on the recovery ramp in the latest
-/// snapshot (before the first snapshot: enabled is enough).
+/// Enabled, and its circuit closed in the latest snapshot (before the first snapshot: enabled
+/// is enough).
 fn backend_healthy(config: &Config, snap: &Snapshot, model: usize, i: usize) -> bool {
     let b = &config.models[model].backends[i];
     let enabled = b.enabled && config.providers[b.provider].enabled;
@@ -23,6 +24,24 @@ fn backend_healthy(config: &Config, snap: &Snapshot, model: usize, i: usize) -> 
         && snap
             .backend(model, i)
             .is_none_or(|s| s.healthy(Instant::now()))
+}
+
+/// The backends (model index, backend index) of enabled models that provider `pi` serves.
+fn backends_of(config: &Config, pi: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    config.models.iter().enumerate().flat_map(move |(mi, m)| {
+        (m.backends.iter().enumerate())
+            .filter(move |(_, b)| m.enabled && b.provider == pi)
+            .map(move |(bi, _)| (mi, bi))
+    })
+}
+
+/// Enabled, and one of its backends healthy (a provider no enabled model uses has nothing to
+/// judge it by: enabled is enough).
+fn provider_healthy(config: &Config, snap: &Snapshot, pi: usize) -> bool {
+    let mut backends = backends_of(config, pi).peekable();
+    config.providers[pi].enabled
+        && (backends.peek().is_none()
+            || backends.any(|(mi, bi)| backend_healthy(config, snap, mi, bi)))
 }
 
 fn model_healthy(config: &Config, snap: &Snapshot, model: usize) -> bool {
@@ -84,12 +103,15 @@ pub fn short(routes: &Routes, snap: &Snapshot) -> (u16, Vec<u8>) {
     let s = summarize(config, snap);
     let (code, word) = status(&s);
     let providers_enabled = config.providers.iter().filter(|p| p.enabled).count();
+    let providers_healthy = (0..config.providers.len())
+        .filter(|&pi| provider_healthy(config, snap, pi))
+        .count();
     let body = json!({
         "status": word,
         "service_running": true,
         "models_available": s.models_healthy,
         "summary": {
-            "providers": { "total": config.providers.len(), "enabled": providers_enabled, "healthy": providers_enabled },
+            "providers": { "total": config.providers.len(), "enabled": providers_enabled, "healthy": providers_healthy },
             "models": { "total": config.models.len(), "enabled": s.models_enabled, "healthy": s.models_healthy },
             "backends": { "total": s.backends_total, "healthy": s.backends_healthy,
                           "health_ratio": ratio(s.backends_healthy, s.backends_total) },
@@ -107,33 +129,45 @@ pub fn detailed(routes: &Routes, snap: &Snapshot) -> (u16, Vec<u8>) {
     let (code, word) = status(&s);
     let mut providers = Map::new();
     let mut providers_healthy = 0;
+    let mut unhealthy = Vec::new();
     for (pi, p) in config.providers.iter().enumerate() {
         let mut models = Map::new();
-        for (mi, m) in config.models.iter().enumerate() {
-            for (bi, b) in m
-                .backends
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.provider == pi)
-            {
-                let healthy = backend_healthy(config, snap, mi, bi);
-                let s = snap.backend(mi, bi);
-                let latency = s
-                    .and_then(|s| s.view.latency_ewma_ms)
-                    .map_or(Value::Null, |v| json!(v.round()));
-                models.insert(
-                    b.model.clone(),
-                    json!({ "healthy": healthy, "latency_ms": latency,
-                            "failure_count": s.map_or(0, |s| s.consecutive_failures),
-                            "backend_key": format!("{}:{}", p.id, b.model) }),
-                );
+        for (mi, bi) in backends_of(config, pi) {
+            let b = &config.models[mi].backends[bi];
+            let healthy = backend_healthy(config, snap, mi, bi);
+            let s = snap.backend(mi, bi);
+            let failures = s.map_or(0, |s| s.consecutive_failures);
+            let key = format!("{}:{}", p.id, b.model);
+            if b.enabled && p.enabled && !healthy {
+                unhealthy.push(json!({
+                    "backend_key": key, "model": config.models[mi].key,
+                    "failure_count": failures,
+                    "circuit": s.map_or("closed", |s| s.breaker.name()),
+                    "last_failure_seconds_ago": s.and_then(|s| s.last_failure_age).map(|a| a.as_secs()),
+                }));
             }
+            // Two models may use the same upstream model of one provider: one entry, healthy
+            // only if both are.
+            let latency = s
+                .and_then(|s| s.view.latency_ewma_ms)
+                .map_or(Value::Null, |v| json!(v.round()));
+            let entry = models.entry(b.model.clone()).or_insert_with(|| {
+                json!({ "healthy": true, "latency_ms": latency, "failure_count": 0,
+                        "backend_key": key })
+            });
+            entry["healthy"] = json!(entry["healthy"] == true && healthy);
+            let worst = entry["failure_count"]
+                .as_u64()
+                .unwrap_or(0)
+                .max(u64::from(failures));
+            entry["failure_count"] = json!(worst);
         }
         let healthy_models = models.values().filter(|v| v["healthy"] == true).count();
-        providers_healthy += usize::from(p.enabled);
+        let healthy = provider_healthy(config, snap, pi);
+        providers_healthy += usize::from(healthy);
         providers.insert(
             p.id.clone(),
-            json!({ "name": p.name, "healthy": p.enabled, "enabled": p.enabled,
+            json!({ "name": p.name, "healthy": healthy, "enabled": p.enabled,
                     "total_models": models.len(), "healthy_models": healthy_models, "models": models }),
         );
     }
@@ -168,7 +202,7 @@ pub fn detailed(routes: &Routes, snap: &Snapshot) -> (u16, Vec<u8>) {
         },
         "providers": providers,
         "models": models,
-        "unhealthy_backends": [],
+        "unhealthy_backends": unhealthy,
         "timestamp": now(),
     });
     (code, serde_json::to_vec(&body).unwrap_or_default())

@@ -45,11 +45,13 @@ impl BackendSnap {
         }
     }
 
-    /// Healthy for the `/health` views: the circuit closed and its recovery ramp complete.
-    /// (Not the `smart_weighted_failover` stage, which one failure lowers until five live
-    /// successes: that is a weighting, not a health verdict.)
+    /// Healthy for the `/health` views and `berry_backend_healthy`: the circuit closed (and no
+    /// `Retry-After` cooling), so the backend takes traffic. A backend still on its recovery
+    /// ramp is healthy: the ramp is a weighting that only live successes complete, and an idle
+    /// gateway must not report a recovered fleet as down (a readiness probe reading `/health`
+    /// would then keep the traffic away that the ramp waits for). The admin views show the ramp.
     pub fn healthy(&self, now: Instant) -> bool {
-        self.breaker.admission(now) == Admission::Allow && self.breaker.ramp.is_none()
+        self.breaker.admission(now) == Admission::Allow
     }
 
     /// Is this shard, on the snapshot's word, the one to probe the backend now?

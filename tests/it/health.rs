@@ -218,6 +218,49 @@ both_drivers! {
         let v = get(&gw, "/admin/backend-health").json();
         assert_eq!(v["models"]["chat"]["backends"][0]["requests_window"], 0);
     }
+
+    fn health_names_the_down_backend_and_an_idle_recovery_is_healthy(driver) {
+        let down = Arc::new(AtomicBool::new(true));
+        let d2 = down.clone();
+        let probed = upstream(move |_| if d2.load(Ordering::SeqCst) { json_reply(503, "{}") } else { json_reply(200, "{}") });
+        let other = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\nhealth_check_interval_seconds = 1\nhealth_check_timeout_seconds = 1\n\
+                        circuit_breaker_failure_threshold = 1\ncircuit_breaker_timeout_seconds = 1\nmax_retries = 2\n";
+        let toml = config_two(probed.addr, other.addr, "").replacen("[settings]\nmax_retries = 2\n", settings, 1);
+        let gw = gateway(&toml, driver);
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let v = loop {
+            let v = get(&gw, "/health").json();
+            if v["unhealthy_backends"].as_array().is_some_and(|a| !a.is_empty()) {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "the down backend never showed: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(v["unhealthy_backends"][0]["backend_key"], "alpha:up-model-a", "{v}");
+        assert_eq!(v["unhealthy_backends"][0]["model"], "chat", "{v}");
+        assert_eq!(v["providers"]["alpha"]["healthy"], false, "its only backend is down: {v}");
+        assert_eq!(v["providers"]["beta"]["healthy"], true, "{v}");
+        assert_eq!(v["summary"]["provider_health"]["healthy"], 1, "{v}");
+        assert_eq!(get(&gw, "/v1/health").json()["summary"]["providers"]["healthy"], 1);
+
+        // It recovers with no client traffic at all: probes close its circuit, and /health
+        // says so (its traffic share still ramps back once requests come).
+        down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            let v = get(&gw, "/health").json();
+            if v["providers"]["alpha"]["healthy"] == true {
+                assert_eq!(v["unhealthy_backends"], serde_json::json!([]), "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "an idle recovered backend stayed unhealthy: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(get(&gw, "/v1/health").json()["summary"]["backends"]["healthy"], 2);
+        let posts = other.seen.lock().unwrap().iter().filter(|s| s.method == "POST").count();
+        assert_eq!(posts, 0, "no client request was sent in this test (only probes)");
+    }
 }
 
 both_drivers! {
