@@ -9,7 +9,7 @@ use super::env;
 use super::keys::{index, join};
 use super::raw::{Named, RawProvider, S};
 use super::url::parse_base_url;
-use super::validate::Ctx;
+use super::validate::{Ctx, FIRST_BYTE_TIMEOUT_WARN_BELOW_SECS};
 use super::{BackendType, Provider, Scheme, Secret, Severity, UpstreamUrl};
 
 /// Berry API rejected shorter provider keys; we only warn, since local servers often take any key.
@@ -104,6 +104,17 @@ fn provider(cx: &mut Ctx<'_, '_>, id: S<String>, raw: S<RawProvider>) -> Provide
             PROVIDER_TIMEOUT_SECONDS_MAX,
             why,
         );
+        // Berry API used this only as a connect timeout, so its files set it low; here it
+        // would cap every non-streaming generation and re-send it to another backend.
+        if secs < FIRST_BYTE_TIMEOUT_WARN_BELOW_SECS {
+            let msg = format!(
+                "bounds the time to the first response byte of every request to this \
+                 provider (Berry API used it only as a connect timeout), which for a \
+                 non-streaming answer is the whole generation; {secs} s may cut off long \
+                 non-streaming completions"
+            );
+            cx.sink.warn(v.span(), &p("timeout_seconds"), msg);
+        }
         std::time::Duration::from_secs(secs)
     });
     let ca_file = raw.ca_file.as_ref().and_then(|v| {

@@ -77,13 +77,15 @@ requests_per_day = 5000
 #[test]
 fn digest_example_loads_with_expected_values() {
     let c = ok(DIGEST_EXAMPLE);
-    // Only the Berry API keys that have no effect in Berry are flagged.
+    // Flagged: the Berry API keys that have no effect in Berry, and the provider timeout
+    // that means more here (the first byte, not the connection).
     let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(
         keys,
         [
             "settings.recovery_check_interval_seconds",
-            "settings.max_internal_retries"
+            "settings.max_internal_retries",
+            "providers.relay_a.timeout_seconds"
         ],
         "{:?}",
         c.warnings

@@ -297,6 +297,31 @@ fn server_and_settings_rules() {
 }
 
 #[test]
+fn provider_timeout_below_a_minute_warns() {
+    let with_timeout = |secs: u64| {
+        BASE.replace(
+            "name = \"P\"",
+            &format!("name = \"P\"\ntimeout_seconds = {secs}"),
+        )
+    };
+    let c = check_warn(
+        &with_timeout(30),
+        &[(
+            Some(3),
+            "`providers.p.timeout_seconds`: bounds the time to the first response byte of every \
+             request to this provider (Berry API used it only as a connect timeout), which for \
+             a non-streaming answer is the whole generation; 30 s may cut off",
+        )],
+    );
+    assert_eq!(
+        c.providers[0].first_byte_timeout,
+        Some(Duration::from_secs(30))
+    );
+    let c = ok(&with_timeout(60));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
 fn admin_token_rules() {
     assert!(ok(BASE).server.admin_token.is_none(), "unset by default");
     let c = ok(&with_base(

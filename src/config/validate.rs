@@ -15,9 +15,10 @@ use super::{ConfidenceAdjustments, Config, DriverChoice, ServerSettings, Setting
 const DURATION_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 const DURATION_SECS_MAX: u64 = DURATION_MS_MAX / 1000;
 
-/// Berry API's `request_timeout_seconds` below this gets a warning when it becomes our
-/// first-byte timeout (see `settings`).
-const REQUEST_TIMEOUT_WARN_BELOW_SECS: u64 = 60;
+/// A first-byte timeout taken from a Berry API key (`settings.request_timeout_seconds`,
+/// `providers.*.timeout_seconds`) below this gets a warning: those keys meant something
+/// milder there, and Berry files often say 30.
+pub(super) const FIRST_BYTE_TIMEOUT_WARN_BELOW_SECS: u64 = 60;
 
 /// Retry-like counters: more than this is a typo, not a policy.
 const RETRIES_MAX: u64 = 100;
@@ -172,7 +173,7 @@ fn settings(cx: &mut Ctx<'_, '_>, raw: &RawSettings) -> Settings {
             let timeout = cx.secs(Some(secs), &p("request_timeout_seconds"), 120);
             // Berry API only used this for health checks, and its templates wrote 30, which
             // is short for a non-streaming completion's first byte. Say what changed.
-            if timeout < Duration::from_secs(REQUEST_TIMEOUT_WARN_BELOW_SECS) {
+            if timeout < Duration::from_secs(FIRST_BYTE_TIMEOUT_WARN_BELOW_SECS) {
                 let msg = format!(
                     "now the first-byte timeout of every relayed request (Berry API used it \
                      only for health checks); {} s may cut off long non-streaming \
