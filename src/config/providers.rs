@@ -62,8 +62,15 @@ fn provider(cx: &mut Ctx<'_, '_>, id: S<String>, raw: S<RawProvider>) -> Provide
         None => BackendType::OpenAi,
         Some(v) => match v.get_ref().as_str() {
             "openai" | "open_a_i" | "open_ai" | "OpenAI" | "OpenAi" => BackendType::OpenAi,
-            "claude" | "Claude" => BackendType::Claude,
-            "gemini" | "Gemini" => BackendType::Gemini,
+            "claude" | "Claude" => {
+                warn_not_a_dialect(cx, v, &p("backend_type"), "https://api.anthropic.com/v1");
+                BackendType::Claude
+            }
+            "gemini" | "Gemini" => {
+                let example = "https://generativelanguage.googleapis.com/v1beta/openai";
+                warn_not_a_dialect(cx, v, &p("backend_type"), example);
+                BackendType::Gemini
+            }
             other => {
                 let msg = format!("must be `openai`, `claude` or `gemini` (got {other:?})");
                 cx.sink.error(v.span(), &p("backend_type"), msg);
@@ -146,6 +153,19 @@ fn provider(cx: &mut Ctx<'_, '_>, id: S<String>, raw: S<RawProvider>) -> Provide
         backend_type,
         ca_file,
     }
+}
+
+/// Berry API's `claude` and `gemini` read like a choice of protocol, but Berry speaks only
+/// the OpenAI API; the value only changes how `base_url` is completed (`url.rs`). Pointing
+/// such a provider at the vendor's native API would fail every request.
+fn warn_not_a_dialect(cx: &mut Ctx<'_, '_>, v: &S<String>, path: &str, example: &str) {
+    let msg = format!(
+        "Berry sends OpenAI-format requests (Bearer key, `/chat/completions`) to every \
+         provider; {:?} only changes how `base_url` is completed, so `base_url` must be the \
+         vendor's OpenAI-compatible endpoint, such as `{example}`",
+        v.get_ref()
+    );
+    cx.sink.warn(v.span(), path, msg);
 }
 
 fn api_key(

@@ -168,7 +168,27 @@ fn backend_type_spellings() {
             "models = [\"m1\", \"m2\"]",
             &format!("models = [\"m1\", \"m2\"]\nbackend_type = \"{spelling}\""),
         );
-        assert_eq!(ok(&text).providers[0].backend_type, want, "{spelling}");
+        let c = ok(&text);
+        assert_eq!(c.providers[0].backend_type, want, "{spelling}");
+        // Only OpenAI is spoken, so the other two values are a trap worth a warning.
+        let warned = find(
+            &c.warnings,
+            Severity::Warning,
+            Some(6),
+            "`providers.p.backend_type`: Berry sends OpenAI-format requests (Bearer key, \
+             `/chat/completions`) to every provider;",
+        );
+        assert_eq!(
+            warned.is_some(),
+            want != BackendType::OpenAi,
+            "{spelling}: {:?}",
+            c.warnings
+        );
+        if want != BackendType::OpenAi {
+            assert!(c.warnings[0].to_string().contains(
+                "so `base_url` must be the vendor's OpenAI-compatible endpoint, such as `https://"
+            ));
+        }
     }
     let text = BASE.replace(
         "models = [\"m1\", \"m2\"]",
