@@ -57,6 +57,7 @@ enum Command {
     Loadtest(crate::loadgen::LoadtestArgs),
     /// Check a config file and print every problem with its line.
     Validate {
+        /// Config file [default: $CONFIG_PATH, else ./config.toml]
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -111,14 +112,22 @@ fn validate(path: Option<PathBuf>) -> Result<(), String> {
         println!("{}", w.display(&path.display().to_string()));
     }
     Routes::build(Arc::new(cfg.clone()))?;
-    println!(
-        "{}: ok ({} providers, {} models, {} users)",
-        path.display(),
-        cfg.providers.len(),
-        cfg.models.len(),
-        cfg.users.len()
-    );
+    println!("{}: ok ({})", path.display(), summary(&cfg));
     Ok(())
+}
+
+/// "1 provider, 2 models, 0 users": what `validate` found, for its last line.
+fn summary(cfg: &Config) -> String {
+    let count = |n: usize, noun: &str| {
+        let s = if n == 1 { "" } else { "s" };
+        format!("{n} {noun}{s}")
+    };
+    format!(
+        "{}, {}, {}",
+        count(cfg.providers.len(), "provider"),
+        count(cfg.models.len(), "model"),
+        count(cfg.users.len(), "user")
+    )
 }
 
 fn serve(
@@ -276,3 +285,6 @@ pub fn wait_for_signal(shutdown: &Shutdown) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

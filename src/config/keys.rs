@@ -333,6 +333,41 @@ pub(super) static ROOT: [Entry; 6] = [
     },
 ];
 
+/// Every known key that holds a value, as (dotted table path, key), with `*` for a key the
+/// user picks (`("models.*.backends", "health_check")`); an array of tables is its table. For
+/// checking that the reference example documents every key.
+#[cfg(test)]
+pub(super) fn known_leaves() -> Vec<(String, &'static str)> {
+    fn entries(list: &[Entry], path: &str, out: &mut Vec<(String, &'static str)>) {
+        for e in list {
+            if let Kind::Known(node) = &e.kind {
+                node_leaves(node, path, e.name, out);
+            }
+        }
+    }
+    fn node_leaves(
+        node: &Node,
+        path: &str,
+        name: &'static str,
+        out: &mut Vec<(String, &'static str)>,
+    ) {
+        let inner_path = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        match node {
+            Node::Leaf | Node::MapOf(Node::Leaf) => out.push((path.to_string(), name)),
+            Node::Table(list) => entries(list, &inner_path, out),
+            Node::MapOf(inner) => node_leaves(inner, &inner_path, "*", out),
+            Node::ArrayOf(inner) => node_leaves(inner, path, name, out),
+        }
+    }
+    let mut out = Vec::new();
+    entries(&ROOT, "", &mut out);
+    out
+}
+
 /// Reports every key of `table` (recursively) that the schema does not know.
 pub(super) fn walk_table(table: &DeTable<'_>, entries: &[Entry], path: &str, sink: &mut Sink<'_>) {
     for (key, value) in table.iter() {

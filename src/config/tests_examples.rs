@@ -181,6 +181,43 @@ fn reference_example_loads_cleanly() {
     assert!(c.users[0].allow_backend_override);
 }
 
+/// berry.example.toml says it lists every key: each key the schema knows must be written in
+/// a section of its table, set or commented out (`# key = …`).
+#[test]
+fn reference_example_documents_every_key() {
+    let text = include_str!("../../config/berry.example.toml");
+    // (header path split on dots, the lines under it) for each `[table]` or `[[array]]`.
+    let mut sections: Vec<(Vec<&str>, Vec<&str>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            let path = line.trim_matches(|c| c == '[' || c == ']');
+            sections.push((path.split('.').collect(), Vec::new()));
+        } else if let Some((_, lines)) = sections.last_mut() {
+            lines.push(line);
+        }
+    }
+    let mentions = |line: &str, key: &str| {
+        line.match_indices(&format!("{key} =")).any(|(i, _)| {
+            let before = line[..i].chars().next_back();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    };
+    let leaves = keys::known_leaves();
+    assert!(leaves.len() > 50, "{leaves:?}");
+    for (table, key) in leaves {
+        let pattern: Vec<&str> = table.split('.').collect();
+        let documented = sections.iter().any(|(path, lines)| {
+            path.len() == pattern.len()
+                && path.iter().zip(&pattern).all(|(a, b)| b == &"*" || a == b)
+                && lines.iter().any(|l| mentions(l, key))
+        });
+        assert!(
+            documented,
+            "berry.example.toml does not document `{table}.{key}`"
+        );
+    }
+}
+
 #[test]
 fn reference_example_admin_token_line_works_uncommented() {
     let text = include_str!("../../config/berry.example.toml");

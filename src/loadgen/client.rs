@@ -377,6 +377,25 @@ mod tests {
         assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
     }
 
+    /// loadtest/README.md compares this scenario with wrk running loadtest/post.lua; the
+    /// comparison only holds if both send the same body.
+    #[test]
+    fn wrk_script_posts_the_wrk_parity_body() {
+        let mut s: Scenario =
+            toml::from_str(include_str!("../../loadtest/scenarios/wrk-parity.toml")).unwrap();
+        s.validate().unwrap();
+        let r = Requests::build(&s, "127.0.0.1:1", None);
+        assert_eq!(r.templates.len(), 1);
+        let text = String::from_utf8(r.templates[0].bytes.clone()).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let script = include_str!("../../loadtest/post.lua");
+        assert!(
+            script.contains(&format!("\nwrk.body = '{body}'\n")),
+            "loadtest/post.lua must send {body}"
+        );
+        assert!(script.contains("\nwrk.method = \"POST\"\n"));
+    }
+
     #[test]
     fn sse_events_are_counted_and_checked() {
         let mut x = Exchange::default();
