@@ -16,9 +16,11 @@ RUN useradd --system --uid 10001 berry
 COPY --from=build /src/target/release/berry /usr/local/bin/berry
 COPY config /etc/berry/examples
 USER berry
+# BIND_ADDRESS only applies when the config has no `[server] bind_address` (the file wins),
+# so a config that sets 127.0.0.1 cannot be reached through -p. No RUST_LOG: it would
+# override the config's `[observability] log_level` (info when unset).
 ENV CONFIG_PATH=/etc/berry/config.toml \
-    BIND_ADDRESS=0.0.0.0:3000 \
-    RUST_LOG=info
+    BIND_ADDRESS=0.0.0.0:3000
 EXPOSE 3000
 ENTRYPOINT ["/usr/local/bin/berry"]
 CMD ["serve"]

@@ -253,3 +253,20 @@ fn summary_counts_in_singular_and_plural() {
     let example = config::load_file(&root.join("config/berry.example.toml")).unwrap();
     assert_eq!(summary(&example), "3 providers, 3 models, 2 users");
 }
+
+/// The image must leave logging to the config: `RUST_LOG` wins over `log_level`, so setting it
+/// in the Dockerfile would silently ignore an operator's `log_level`.
+#[test]
+fn dockerfile_does_not_override_log_level() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let settings: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        settings.iter().any(|l| l.contains("BIND_ADDRESS=")),
+        "the scan sees the ENV lines"
+    );
+    assert!(!settings.iter().any(|l| l.contains("RUST_LOG")));
+}

@@ -179,6 +179,18 @@ fn reference_example_loads_cleanly() {
     let local = &c.providers[c.provider_index("local").expect("local")];
     assert_eq!(local.url.host_header(), "127.0.0.1:8000");
     assert!(c.users[0].allow_backend_override);
+    // The file's address would win over the image's BIND_ADDRESS=0.0.0.0:3000 and leave a
+    // container started with this example unreachable.
+    assert_eq!(c.server.bind_address, None);
+}
+
+#[test]
+fn reference_example_bind_address_line_works_uncommented() {
+    let text = include_str!("../../config/berry.example.toml");
+    let line = "# bind_address = \"127.0.0.1:3000\"";
+    assert!(text.contains(line), "the example documents bind_address");
+    let c = load_example(&text.replace(line, &line[2..]), "berry.example.toml");
+    assert_eq!(c.server.bind_address.as_deref(), Some("127.0.0.1:3000"));
 }
 
 /// berry.example.toml says it lists every key: each key the schema knows must be written in
