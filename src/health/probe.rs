@@ -1,8 +1,10 @@
 //! Active health checks, on a thread of their own (never a shard, never the control thread:
-//! a probe may wait for its whole timeout). The same thread refreshes upstream DNS. Backends with `health_check = "models"` (the
-//! default for per-token billing) get `GET {base}/models` with the provider key, free on every
-//! API we know; `"chat"` sends a one-token completion; `"none"` (the default for per-request
-//! billing, where every probe costs money) is judged by live traffic only.
+//! a probe may wait for its whole timeout). The same thread refreshes upstream DNS. A round
+//! runs at startup, then every `health_check_interval_seconds`. Backends with
+//! `health_check = "models"` (the default for per-token billing) get `GET {base}/models` with
+//! the provider key, free on every API we know; `"chat"` sends a one-token completion;
+//! `"none"` (the default for per-request billing, where every probe costs money) is judged by
+//! live traffic only.
 //!
 //! Results go to the control thread, which feeds them to the circuit breaker only: probes are
 //! not traffic, so they never inflate request counts or move SmartAI confidence.
@@ -45,7 +47,10 @@ pub fn spawn(
         .spawn(move || {
             crate::runtime::background_priority();
             let settings = &routes.config.settings;
-            let mut next = Instant::now() + settings.health_check_interval;
+            // The first round runs at once: waiting a whole interval (30 s by default) would
+            // show an unreachable backend as healthy for that long after every start. This
+            // thread is not the one starting the server, so startup does not wait for it.
+            let mut next = Instant::now();
             let mut table = addresses.as_ref().clone();
             let mut last_dns = Instant::now();
             while !shutdown.is_triggered() {

@@ -196,7 +196,7 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// No users (anonymous is allowed on loopback), one plain-HTTP provider.
+/// No users (anonymous is allowed on loopback), one plain-HTTP provider, no active checks.
 fn serve_config(bind: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         r#"
@@ -214,6 +214,8 @@ name = "gpt-test"
 [[models.chat.backends]]
 provider = "up"
 model = "up-model"
+# No startup probe: the tests count the requests the upstream received.
+health_check = "none"
 "#
     )
 }

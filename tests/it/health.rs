@@ -264,6 +264,28 @@ both_drivers! {
 }
 
 both_drivers! {
+    fn the_first_active_check_runs_at_startup(driver) {
+        // A minute between rounds: only a round at startup can find the dead backend in time.
+        let live = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\nhealth_check_interval_seconds = 60\nhealth_check_timeout_seconds = 1\ncircuit_breaker_failure_threshold = 1\nmax_retries = 2\n";
+        let toml = config_two(dead_addr(), live.addr, "").replacen("[settings]\nmax_retries = 2\n", settings, 1);
+        let started = Instant::now();
+        let gw = gateway(&toml, driver);
+        loop {
+            let v = get(&gw, "/admin/backend-health").json();
+            let backends = &v["models"]["chat"]["backends"];
+            if backends[0]["is_healthy"] == false {
+                assert_eq!(backends[0]["circuit"], "open", "{v}");
+                assert_eq!(backends[1]["is_healthy"], true, "{v}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the dead backend still shows healthy: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+both_drivers! {
     fn stream_time_to_first_token_is_tracked_apart_from_the_head(driver) {
         // Head at once, first event 200 ms later: TTFB (what a streaming client feels) is not
         // the time to the response head.

@@ -41,6 +41,7 @@ pub fn gateway(toml: &str, driver: DriverChoice) -> Gateway {
     };
     let cfg = config::load_str(&toml, "test.toml")
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let cfg = unless_about_probes(&toml, cfg);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server =
         berry::cli::start(cfg, addr, 1, driver, false, Shutdown::new()).expect("gateway starts");
@@ -51,6 +52,18 @@ pub fn gateway(toml: &str, driver: DriverChoice) -> Gateway {
     }
 }
 
+/// Turns active checks off unless the test's config mentions them (`health_check…`). A round
+/// runs at startup, so its requests would reach the mocks of every test, add to the counts of
+/// what they received and, against a mock that fails everything, count toward its breaker.
+fn unless_about_probes(toml: &str, mut cfg: config::Config) -> config::Config {
+    if !toml.contains("health_check") {
+        for b in cfg.models.iter_mut().flat_map(|m| m.backends.iter_mut()) {
+            b.health_check = config::HealthCheck::None;
+        }
+    }
+    cfg
+}
+
 /// A gateway of `n` shards, each accepting on its own port (`shards[i]` reaches shard `i`
 /// only), so a test can choose which shard serves a request. `cli::start` binds one
 /// SO_REUSEPORT port for all shards, where the kernel picks the shard; this builds the same
@@ -58,6 +71,7 @@ pub fn gateway(toml: &str, driver: DriverChoice) -> Gateway {
 pub fn gateway_shards(toml: &str, n: usize, driver: DriverChoice) -> Gateway {
     let cfg =
         config::load_str(toml, "test.toml").unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let cfg = unless_about_probes(toml, cfg);
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
