@@ -27,9 +27,7 @@ impl Filter<'_> {
             && config.providers.get(b.provider).is_some_and(|p| p.enabled)
             && !self.tried.contains(&i)
             && self.provider.is_none_or(|p| p == b.provider)
-            && (self.user_tags.is_empty()
-                || b.tags.is_empty()
-                || b.tags.iter().any(|t| self.user_tags.contains(t)))
+            && b.admits_tags(self.user_tags)
     }
 }
 

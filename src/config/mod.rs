@@ -477,6 +477,18 @@ pub struct Backend {
     pub health_check: HealthCheck,
 }
 
+impl Backend {
+    /// Berry API's tag rule: a caller with tags reaches untagged backends and backends
+    /// sharing at least one tag; a caller without tags reaches every backend. Shared by the
+    /// request path (`balance::filter`) and validation, so the two cannot disagree.
+    #[inline]
+    pub fn admits_tags(&self, user_tags: &[String]) -> bool {
+        user_tags.is_empty()
+            || self.tags.is_empty()
+            || self.tags.iter().any(|t| user_tags.contains(t))
+    }
+}
+
 /// Active health check of one backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthCheck {

@@ -322,6 +322,45 @@ fn provider_timeout_below_a_minute_warns() {
 }
 
 #[test]
+fn user_tags_that_exclude_every_backend_of_a_model_warn() {
+    // Model `m`'s one backend is tagged "premium"; user `u` gets the snippet's keys.
+    let tagged = BASE.replace("model = \"m1\"\n", "model = \"m1\"\ntags = [\"premium\"]\n");
+    let with_user = |keys: &str| format!("{tagged}{keys}");
+    let user_line = tagged.lines().count() + 1;
+    let c = check_warn(
+        &with_user("tags = [\"basic\"]\n"),
+        &[(
+            Some(user_line),
+            "`users.u.tags`: user `u` with tags [\"basic\"] reaches no backend of model `m` \
+             (\"m-name\"): a caller with tags only reaches untagged backends and those sharing a \
+             tag, so every request for it would get 503",
+        )],
+    );
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    // Not a trap: a shared tag, no tags, a disabled user, or a model the user may not call.
+    let other_model =
+        "[models.x]\nname = \"x\"\nbackends = [{ provider = \"p\", model = \"m2\" }]\n";
+    for keys in [
+        "tags = [\"basic\", \"premium\"]\n".to_string(),
+        "tags = []\n".to_string(),
+        "tags = [\"basic\"]\nenabled = false\n".to_string(),
+        format!("tags = [\"basic\"]\nallowed_models = [\"x\"]\n{other_model}"),
+    ] {
+        let c = ok(&with_user(&keys));
+        assert!(c.warnings.is_empty(), "{keys}: {:?}", c.warnings);
+    }
+    // An untagged backend beside the tagged one is reachable; a disabled one is not.
+    let untagged = "[[models.m.backends]]\nprovider = \"p\"\nmodel = \"m2\"\n";
+    let text = format!("{tagged}tags = [\"basic\"]\n{untagged}");
+    assert!(ok(&text).warnings.is_empty());
+    let text = format!("{tagged}tags = [\"basic\"]\n{untagged}enabled = false\n");
+    check_warn(
+        &text,
+        &[(Some(user_line), "reaches no backend of model `m`")],
+    );
+}
+
+#[test]
 fn admin_token_rules() {
     assert!(ok(BASE).server.admin_token.is_none(), "unset by default");
     let c = ok(&with_base(

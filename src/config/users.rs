@@ -10,13 +10,14 @@ use super::keys::{index, join};
 use super::models::tags;
 use super::raw::{Named, RawRateLimit, RawUser, S};
 use super::validate::Ctx;
-use super::{Model, RateLimit, Secret, Severity, User};
+use super::{Model, Provider, RateLimit, Secret, Severity, User};
 
 const TOKEN_CHARS_MIN: usize = 16;
 
 pub(super) fn users(
     cx: &mut Ctx<'_, '_>,
     raw: Option<Named<RawUser>>,
+    providers: &[Provider],
     models: &[Model],
     allow_anonymous: bool,
 ) -> Vec<User> {
@@ -65,18 +66,78 @@ pub(super) fn users(
             .rate_limit
             .as_ref()
             .and_then(|r| rate_limit(cx, r.get_ref(), &p("rate_limit")));
+        let tags = tags(cx, raw.tags.as_ref(), &p("tags"));
+        let enabled = raw.enabled.unwrap_or(true);
+        if let (true, Some(first)) = (enabled, raw.tags.as_ref().and_then(|t| t.first())) {
+            let ctx = TagCheck {
+                user: id.get_ref(),
+                tags: &tags,
+                providers,
+                models,
+            };
+            tag_trap(
+                cx,
+                &ctx,
+                allowed_models.as_deref(),
+                first.span(),
+                &p("tags"),
+            );
+        }
         out.push(User {
             id: id.into_inner(),
             name: name.unwrap_or_default(),
             token: token.unwrap_or_else(|| Secret::new("")),
             allowed_models,
-            enabled: raw.enabled.unwrap_or(true),
-            tags: tags(cx, raw.tags.as_ref(), &p("tags")),
+            enabled,
+            tags,
             rate_limit,
             allow_backend_override: raw.allow_backend_override.unwrap_or(false),
         });
     }
     out
+}
+
+/// What `tag_trap` looks at for one user.
+struct TagCheck<'a> {
+    user: &'a str,
+    tags: &'a [String],
+    providers: &'a [Provider],
+    models: &'a [Model],
+}
+
+/// Warns for each model the user may call whose every live backend (enabled, provider
+/// enabled) the user's tags exclude: the model would be listed by /v1/models, and every
+/// request for it would get 503. A model with no live backend at all is reported by
+/// `models.rs` already.
+fn tag_trap(
+    cx: &mut Ctx<'_, '_>,
+    c: &TagCheck<'_>,
+    allowed: Option<&[usize]>,
+    span: Range<usize>,
+    path: &str,
+) {
+    let may_use = |i: usize| allowed.is_none_or(|a| a.contains(&i));
+    for (i, m) in c.models.iter().enumerate() {
+        if !m.enabled || !may_use(i) {
+            continue;
+        }
+        let mut live = m
+            .backends
+            .iter()
+            .filter(|b| b.enabled && c.providers.get(b.provider).is_some_and(|p| p.enabled))
+            .peekable();
+        if live.peek().is_none() || live.any(|b| b.admits_tags(c.tags)) {
+            continue;
+        }
+        let msg = format!(
+            "user `{}` with tags {:?} reaches no backend of model `{}` ({:?}): a caller with tags \
+             only reaches untagged backends and those sharing a tag, so every request for it \
+             would get 503; tag one of its backends, or drop the model from \
+             `allowed_models`",
+            c.user, c.tags, m.key, m.name
+        );
+        cx.sink.warn(span.clone(), path, msg);
+    }
 }
 
 /// A bearer token: resolved from the environment if it is a reference, long enough to resist

@@ -36,7 +36,7 @@ pub(super) fn build(cx: &mut Ctx<'_, '_>, raw: RawConfig) -> Config {
     let settings = settings(cx, &settings_raw);
     let providers = providers::providers(cx, raw.providers);
     let models = models::models(cx, raw.models, &providers);
-    let users = users::users(cx, raw.users, &models, server.allow_anonymous);
+    let users = users::users(cx, raw.users, &providers, &models, server.allow_anonymous);
     if let (Some(admin), Some(v)) = (&server.admin_token, &server_raw.admin_token) {
         // A user holding the admin token could read the admin views with their API key, and
         // the admin could spend the user's quota: the two must be different secrets.
