@@ -69,25 +69,49 @@ pub struct LocalCtx<'a> {
     pub loopback: bool,
 }
 
-/// Answers a local endpoint: status and JSON body.
+/// A local endpoint's answer.
+pub struct LocalAnswer {
+    pub status: u16,
+    /// JSON.
+    pub body: Vec<u8>,
+    /// The authenticated user (index into `Config.users`) when the endpoint takes user tokens
+    /// (`/v1/models`), so the access log names the caller as it does for proxied requests.
+    pub user: Option<usize>,
+}
+
+impl From<(u16, Vec<u8>)> for LocalAnswer {
+    fn from((status, body): (u16, Vec<u8>)) -> LocalAnswer {
+        LocalAnswer {
+            status,
+            body,
+            user: None,
+        }
+    }
+}
+
+/// Answers a local endpoint.
 pub fn local(
     routes: &Routes,
     endpoint: Endpoint,
     head: &RequestHead,
     buf: &[u8],
     ctx: &LocalCtx<'_>,
-) -> Result<(u16, Vec<u8>), GatewayError> {
+) -> Result<LocalAnswer, GatewayError> {
     match endpoint {
         Endpoint::Models => {
             let caller = auth::authenticate(routes, head, buf)?;
-            Ok((200, models_body(routes, &caller)))
+            Ok(LocalAnswer {
+                status: 200,
+                body: models_body(routes, &caller),
+                user: caller.index,
+            })
         }
-        Endpoint::Health => Ok(health::detailed(routes, ctx.snapshot)),
-        Endpoint::ShortHealth => Ok(health::short(routes, ctx.snapshot)),
+        Endpoint::Health => Ok(health::detailed(routes, ctx.snapshot).into()),
+        Endpoint::ShortHealth => Ok(health::short(routes, ctx.snapshot).into()),
         Endpoint::Admin => {
             admin_access(routes, head, buf, ctx.loopback)?;
             match admin::parse(head.path(buf)) {
-                Some(view) => admin::render(routes, ctx.snapshot, view),
+                Some(view) => admin::render(routes, ctx.snapshot, view).map(LocalAnswer::from),
                 None => Err(GatewayError::new(ErrorKind::NotFound, "unknown admin view")),
             }
         }
@@ -217,7 +241,7 @@ mod tests {
                 snapshot: &snapshot,
                 loopback,
             };
-            local(&r, endpoint, &head, raw.as_bytes(), &ctx).map(|(status, _)| status)
+            local(&r, endpoint, &head, raw.as_bytes(), &ctx).map(|a| a.status)
         };
         let status = |res: Result<u16, GatewayError>| res.unwrap_or_else(|e| e.status());
         assert_eq!(status(answer("/admin/backend-health", false)), 403);

@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{parse_request_into, HeadError, Method, RequestBody, RequestHead};
 use crate::server::respond;
 use crate::shard::{Gauge, Shard};
-use crate::telemetry::{micros, RequestEvent, Route};
+use crate::telemetry::{micros, RequestEvent, Route, NONE};
 use crate::timer::Timer;
 
 /// Initial capacity of a connection's read and write buffers.
@@ -321,7 +321,7 @@ async fn answer_local(
     limits: &ServerSettings,
     loopback: bool,
 ) -> bool {
-    let answered = Answered::new(route_of(local), Some(head), c);
+    let mut answered = Answered::new(route_of(local), Some(head), c);
     let request_id = crate::proxy::request_id(shard, head, &c.r.buf);
     let answer = match local {
         Endpoint::Metrics => metrics(shard, routes, head, &c.r.buf, loopback).await,
@@ -331,8 +331,10 @@ async fn answer_local(
                 snapshot: &snapshot,
                 loopback,
             };
-            api::local(routes, local, head, &c.r.buf, &ctx)
-                .map(|(status, body)| (status, &b"application/json"[..], body))
+            api::local(routes, local, head, &c.r.buf, &ctx).map(|a| {
+                answered.user = a.user;
+                (a.status, &b"application/json"[..], a.body)
+            })
         }
     };
     // Local endpoints take no body; skip a small one so keep-alive survives.
@@ -395,6 +397,8 @@ struct Answered {
     sent_before: u64,
     /// The head's bytes; a body, if any, is skipped unread.
     bytes_in: u64,
+    /// The authenticated caller (index into `Config.users`), for endpoints that take tokens.
+    user: Option<usize>,
 }
 
 impl Answered {
@@ -406,6 +410,7 @@ impl Answered {
             started: Instant::now(),
             sent_before: c.w.sent,
             bytes_in: head.map_or(c.r.buf.len(), |h| h.head_len) as u64,
+            user: None,
         }
     }
 
@@ -431,6 +436,7 @@ impl Answered {
             ttfb_us: duration_us,
             bytes_in: self.bytes_in,
             bytes_out: c.w.sent - self.sent_before,
+            user: self.user.map_or(NONE, |i| i as u32),
             ..RequestEvent::default()
         };
         shard.record_request(event, request_id, end, c.peer);

@@ -75,6 +75,9 @@ fn access_log_lines_and_no_secrets_anywhere() {
     ))
     .assert_error(401);
     keep(send_raw(addr, &post(path, "{not json"))).assert_error(400);
+    let models =
+        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {BOB}\r\n\r\n");
+    assert_eq!(keep(send_raw(addr, models.as_bytes())).status, 200);
 
     // SIGTERM: drain, flush, exit.
     // SAFETY: plain kill(2) on our own child.
@@ -165,6 +168,14 @@ fn access_log_lines_and_no_secrets_anywhere() {
     let l = line(&ids[4]);
     assert_eq!(l["status"], 400);
     assert_eq!(l["error"], "invalid_json");
+    // A local endpoint that authenticates names its caller like a proxied request.
+    let l = line(&ids[5]);
+    assert_eq!(
+        (l["status"].clone(), l["endpoint"].clone()),
+        (200.into(), "models".into()),
+        "{l}"
+    );
+    assert_eq!(l["user"], "bob");
 }
 
 /// A file access log renamed away (logrotate's default) is followed: lines written after the
