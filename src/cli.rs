@@ -139,13 +139,11 @@ fn serve(
     let path = config_path(path);
     let cfg = load(&path)?;
     crate::logging::configure(&cfg.observability.log_level);
-    let bind = bind
-        .or_else(|| cfg.server.bind_address.clone())
-        .or_else(|| std::env::var("BIND_ADDRESS").ok())
-        .unwrap_or_else(|| "127.0.0.1:3000".to_string());
-    let addr: SocketAddr = bind
-        .parse()
-        .map_err(|_| format!("listen address `{bind}` is not ip:port"))?;
+    let addr = listen_address(
+        bind.as_deref(),
+        cfg.server.bind_address.as_deref(),
+        std::env::var("BIND_ADDRESS").ok().as_deref(),
+    )?;
     let workers = workers
         .or(cfg.server.workers)
         .filter(|&n| n > 0)
@@ -172,6 +170,23 @@ fn serve(
     server.join();
     log::info!("stopped");
     Ok(())
+}
+
+/// The first of `--bind`, the config's `bind_address` and `BIND_ADDRESS` that is given, else
+/// 127.0.0.1:3000. An unparsable value is an error naming where it came from, since the
+/// config file's own value has a line but the other two have none.
+fn listen_address(
+    flag: Option<&str>,
+    file: Option<&str>,
+    env: Option<&str>,
+) -> Result<SocketAddr, String> {
+    let (source, text) = match (flag, file, env) {
+        (Some(v), _, _) => ("option `--bind`", v),
+        (None, Some(v), _) => ("`server.bind_address`", v),
+        (None, None, Some(v)) => ("environment variable `BIND_ADDRESS`", v),
+        (None, None, None) => return Ok(SocketAddr::from(([127, 0, 0, 1], 3000))),
+    };
+    config::parse_bind_address(text).map_err(|e| format!("{source}: {e}"))
 }
 
 /// Validates the protected-mode rule, binds, and starts shards; shared by `serve` and `demo`.

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use observability::{Observability, StreamUsage};
+pub use validate::parse_bind_address;
 
 /// Reads and validates the config file at `path`; secrets are resolved from the process
 /// environment.
@@ -276,7 +277,8 @@ pub enum DriverChoice {
 /// The `[server]` table (new in Berry, absent from Berry API; the listener and client-facing limits).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// `host:port`. `None` leaves the choice to the caller (BIND_ADDRESS, then 127.0.0.1:3000).
+    /// `ip:port` (checked to parse). `None` leaves the choice to the caller (BIND_ADDRESS,
+    /// then 127.0.0.1:3000).
     pub bind_address: Option<String>,
     /// `None` = one shard per core (`workers = 0` in the file is normalised to `None`).
     pub workers: Option<usize>,

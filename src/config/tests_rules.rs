@@ -259,13 +259,25 @@ fn server_and_settings_rules() {
     check_snippet_err(
         "[server]\nbind_address = \"3000\"\ndriver = \"kqueue\"\nheader_bytes_max = 0\nbody_bytes_max = -1\nclient_idle_timeout_ms = 0\nworkers = 5000\n",
         &[
-            (2, "must be `host:port`"),
+            (2, "`server.bind_address`: must be `ip:port`"),
             (3, "must be one of `auto`, `uring`, `epoll` (got \"kqueue\")"),
             (4, "`server.header_bytes_max`: must be > 0 and <= 1048576 (got 0): no request head would fit"),
             (5, "(got -1): no chat request would fit"),
             (6, "a zero duration would expire at once"),
             (7, "`server.workers`: must be >= 0 and <= 1024 (got 5000)"),
         ],
+    );
+    // `serve` does not resolve host names, so validation must not pass one.
+    check_snippet_err(
+        "[server]\nbind_address = \"localhost:19214\"\n",
+        &[(2, "must be `ip:port`, such as `0.0.0.0:3000` or `[::1]:3000`; host names are not resolved (got \"localhost:19214\")")],
+    );
+    assert_eq!(
+        ok(&with_base("[server]\nbind_address = \"[::]:3000\"\n"))
+            .server
+            .bind_address
+            .as_deref(),
+        Some("[::]:3000")
     );
     check_snippet_err(
         "[settings]\nfirst_byte_timeout_ms = 1000\nrequest_timeout_seconds = 30\nhealth_check_interval_seconds = 0\ncircuit_breaker_failure_threshold = 0\n[settings.smart_ai]\ninitial_confidence = 0.5\nmin_confidence = 0.6\nexploration_ratio = 1.5\nnon_premium_stability_bonus = 0.9\n",

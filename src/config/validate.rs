@@ -3,6 +3,7 @@
 //! to `providers.rs`, `models.rs` and `users.rs`, collecting every finding instead of stopping
 //! at the first. Must never panic on input or put a secret value into a diagnostic.
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -61,19 +62,29 @@ pub(super) fn build(cx: &mut Ctx<'_, '_>, raw: RawConfig) -> Config {
     }
 }
 
+/// Parses a listen address as `serve` binds it; `--bind` and `BIND_ADDRESS` go through this
+/// too, so all three sources follow one rule and one message.
+pub fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "must be `ip:port`, such as `0.0.0.0:3000` or `[::1]:3000`; host names are not \
+             resolved (got {text:?})"
+        )
+    })
+}
+
 fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
     let p = |key: &str| join("server", key);
     let bind_address = raw.bind_address.as_ref().and_then(|v| {
-        let ok = matches!(v.get_ref().rsplit_once(':'),
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok());
-        if !ok {
-            let msg = format!(
-                "must be `host:port`, such as `0.0.0.0:3000` (got {:?})",
-                v.get_ref()
-            );
-            cx.sink.error(v.span(), &p("bind_address"), msg);
+        // The same parse `serve` does: a host name such as `localhost` is not resolved there,
+        // so it must be refused here rather than pass validation and fail at startup.
+        match parse_bind_address(v.get_ref()) {
+            Ok(_) => Some(v.get_ref().clone()),
+            Err(msg) => {
+                cx.sink.error(v.span(), &p("bind_address"), msg);
+                None
+            }
         }
-        ok.then(|| v.get_ref().clone())
     });
     // 0 means "one per core"; normalised to None so callers test one thing.
     let workers = cx.int(raw.workers.as_ref(), &p("workers"), 0, 0, 1024, "") as usize;
