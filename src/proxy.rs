@@ -18,7 +18,7 @@ use crate::api::peek::{self, Peek};
 use crate::auth::{self, Caller};
 use crate::balance::filter::Filter;
 use crate::balance::outcome::{classify, OutcomeClass};
-use crate::balance::{self, PickRequest};
+use crate::balance::PickRequest;
 use crate::config::{Model, StreamUsage};
 use crate::error::{clip, ErrorKind, GatewayError};
 use crate::http::head::{is_json_media_type, RequestBody, RequestHead};
@@ -369,6 +369,15 @@ async fn forward(
                 )
             };
             let Some(choice) = choice else { break };
+            if choice.degraded && !tried.is_empty() {
+                // Failing over to a backend known to be down would only trade the last real
+                // failure for a blind one (and its timeout); a first attempt may still try one.
+                shard
+                    .balance
+                    .borrow_mut()
+                    .cancel(p.model, choice.backend, now);
+                break;
+            }
             if choice.degraded && p.forced_provider.is_some() {
                 // A forced backend that is down is said plainly, never tried blind or routed around.
                 shard
@@ -460,16 +469,21 @@ async fn forward(
             let retry_after = (head.status == 429)
                 .then(|| retry_after(&head, &conn.buf))
                 .flatten();
+            // Only to a backend that may take traffic: when the rest are down, this answer is
+            // the real one, better relayed than traded for a blind try's connect error.
             if retryable_status(head.status)
                 && tried.len() < attempts_max
-                && balance::filter::has_candidate(
+                && shard.balance.borrow().has_available(
                     config,
-                    model,
+                    p.model,
                     &Filter {
                         user_tags: p.caller.tags(),
                         tried: &tried,
                         provider: p.forced_provider,
                     },
+                    &shard.snapshot.borrow(),
+                    shard.id,
+                    head_at,
                 )
             {
                 log::warn!(

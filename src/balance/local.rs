@@ -104,14 +104,9 @@ impl LocalBalance {
             let local_factor = self.breakers[model][i].traffic_factor();
             let view = match snapshot.backend(model, i) {
                 Some(snap) => {
-                    // The designated prober sends one probe at a time: the book hears its
-                    // result within a report, and the next snapshot closes or reopens.
-                    let probing_here = snap.is_probe_for(shard, now);
                     let factor = snap.breaker.traffic_factor().min(local_factor);
                     BackendView {
-                        available: local_ok
-                            && snap.admits(shard, now)
-                            && !(probing_here && stats.inflight > 0),
+                        available: self.available(model, i, snapshot, shard, now),
                         inflight: stats.inflight,
                         weight: super::ramped_weight(m.strategy, b.weight, factor),
                         ..snap.view.clone()
@@ -131,6 +126,47 @@ impl LocalBalance {
         }
         self.stats[model][choice.backend].begin();
         Some(choice)
+    }
+
+    /// May this shard send backend `i` of `model` traffic now? Its own breaker must allow it,
+    /// and the snapshot's; a half-open backend takes only the one probe, from the designated
+    /// shard (the book hears its result within a report, and the next snapshot closes or
+    /// reopens the circuit).
+    fn available(
+        &self,
+        model: usize,
+        i: usize,
+        snapshot: &Snapshot,
+        shard: usize,
+        now: Instant,
+    ) -> bool {
+        let local_ok = self.breakers[model][i].admission(now) != Admission::Deny;
+        match snapshot.backend(model, i) {
+            Some(snap) => {
+                let probing_here = snap.is_probe_for(shard, now);
+                local_ok
+                    && snap.admits(shard, now)
+                    && !(probing_here && self.stats[model][i].inflight > 0)
+            }
+            None => local_ok,
+        }
+    }
+
+    /// Would [`pick`](Self::pick) find a backend `filter` admits that may take traffic now
+    /// (rather than a degraded choice among unavailable ones)?
+    pub fn has_available(
+        &self,
+        config: &Config,
+        model: usize,
+        filter: &filter::Filter<'_>,
+        snapshot: &Snapshot,
+        shard: usize,
+        now: Instant,
+    ) -> bool {
+        let m = &config.models[model];
+        (m.backends.iter().enumerate()).any(|(i, b)| {
+            filter.admits(config, i, b) && self.available(model, i, snapshot, shard, now)
+        })
     }
 
     /// Records how an attempt picked by [`pick`](Self::pick) ended; exactly once per pick.

@@ -108,6 +108,46 @@ both_drivers! {
         assert_eq!(attempts(&s, "connect"), 0.0, "a garbled answer is not a network error:\n{text}");
     }
 
+    fn no_failover_to_a_backend_whose_circuit_is_open(driver) {
+        let busy = upstream(|_| json_reply(503, r#"{"error":{"message":"busy, try later"}}"#));
+        let toml = config_two(busy.addr, dead_addr(), "")
+            .replacen("[settings]\n", "[settings]\ncircuit_breaker_failure_threshold = 3\n", 1);
+        let gw = gateway(&toml, driver);
+        // Open beta's circuit: pinned to it, requests fail to connect.
+        let pinned = r#"{"model":"gpt-test","backend":"beta"}"#;
+        for _ in 0..3 {
+            send_raw(gw.addr, &post("/v1/chat/completions", pinned)).assert_error(502);
+        }
+        // alpha answers 503 and the only other backend is known to be down: the client gets
+        // alpha's own answer, not a blind try's connect error. (Two requests: a third 503
+        // would open alpha's circuit too.)
+        for _ in 0..2 {
+            let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert_eq!(r.text(), r#"{"error":{"message":"busy, try later"}}"#);
+            assert_eq!(r.header("x-berry-backend"), Some("alpha"));
+        }
+        assert_eq!(busy.count(), 2);
+    }
+
+    fn with_every_circuit_open_a_request_tries_one_backend_not_all(driver) {
+        let a = upstream(|_| Reply::Hang(Duration::from_secs(3)));
+        let b = upstream(|_| Reply::Hang(Duration::from_secs(3)));
+        let toml = config_two(a.addr, b.addr, "")
+            .replacen("first_byte_timeout_ms = 1500", "first_byte_timeout_ms = 300", 1)
+            .replacen("[settings]\n", "[settings]\ncircuit_breaker_failure_threshold = 1\n", 1);
+        let gw = gateway(&toml, driver);
+        // Both time out: both circuits open.
+        send_raw(gw.addr, &post("/v1/chat/completions", CHAT)).assert_error(504);
+        assert_eq!(a.count() + b.count(), 2);
+        // Now every backend is down: one blind try (degraded mode), not one timeout per backend.
+        let start = Instant::now();
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        r.assert_error(504);
+        assert_eq!(a.count() + b.count(), 3);
+        assert!(start.elapsed() < Duration::from_millis(600));
+    }
+
     fn max_retries_zero_means_one_attempt(driver) {
         let bad = upstream(|_| json_reply(500, r#"{"e":1}"#));
         let gw = gateway(&config_two(bad.addr, bad.addr, "").replace("max_retries = 2", "max_retries = 0"), driver);
