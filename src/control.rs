@@ -76,6 +76,7 @@ pub fn spawn(
                 access,
             } = telemetry;
             let view = exporter.as_ref().map(Exporter::view);
+            let mut last_snap: Option<Arc<Snapshot>> = None;
             let fold = |book: &mut HealthBook, x: &mut Option<Exporter>, report: &ShardReport| {
                 let now = Instant::now();
                 book.apply(report, now);
@@ -110,6 +111,8 @@ pub fn spawn(
                 if now >= next_snapshot {
                     next_snapshot = now + settings.snapshot_interval;
                     let snap = Arc::new(book.snapshot(now));
+                    log_circuit_changes(&routes.config, last_snap.as_deref(), &snap);
+                    last_snap = Some(snap.clone());
                     broadcast(&shards, || ShardMsg::Snapshot(snap.clone()));
                     if let Some(x) = exporter.as_mut() {
                         let access_dropped = access.as_ref().map_or(0, AccessLog::dropped);
@@ -119,6 +122,41 @@ pub fn spawn(
             }
             let _ = prober.join();
         })
+}
+
+/// Logs each backend whose circuit changed state since the previous snapshot, so an operator
+/// reads a backend leaving and coming back once, not a line per failed request.
+fn log_circuit_changes(config: &crate::config::Config, prev: Option<&Snapshot>, next: &Snapshot) {
+    for (mi, m) in config.models.iter().enumerate() {
+        for (bi, b) in m.backends.iter().enumerate() {
+            let Some(s) = next.backend(mi, bi) else {
+                continue;
+            };
+            let was = prev
+                .and_then(|p| p.backend(mi, bi))
+                .map_or("closed", |p| p.breaker.name());
+            let is = s.breaker.name();
+            if was == is {
+                continue;
+            }
+            let provider = &config.providers[b.provider].id;
+            if is == "open" {
+                log::warn!(
+                    "circuit of {provider}/{} (model `{}`) {was} -> open after {} consecutive \
+                     failure(s)",
+                    b.model,
+                    m.name,
+                    s.consecutive_failures
+                );
+            } else {
+                log::info!(
+                    "circuit of {provider}/{} (model `{}`) {was} -> {is}",
+                    b.model,
+                    m.name
+                );
+            }
+        }
+    }
 }
 
 /// Re-resolves upstream hosts every [`DNS_REFRESH`] and tells the shards when anything

@@ -53,21 +53,32 @@ pub fn spawn(
             let mut next = Instant::now();
             let mut table = addresses.as_ref().clone();
             let mut last_dns = Instant::now();
+            let mut failing = Failing::default();
             while !shutdown.is_triggered() {
                 crate::control::refresh_dns(&routes, &mut table, &mut last_dns, &shards);
                 if Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                run_round(&routes, &results, &shutdown);
+                run_round(&routes, &results, &shutdown, &mut failing);
                 next = Instant::now() + settings.health_check_interval;
             }
         })
 }
 
+/// The (model, backend) pairs whose last probe failed: a failing check is logged when it
+/// starts failing and when it passes again, not once per round for as long as it is down.
+#[derive(Default)]
+struct Failing(std::collections::HashSet<(usize, usize)>);
+
 /// Probes every backend that asks for it once; a models probe is made once per provider and
 /// its verdict applies to each of that provider's backends that use it.
-pub fn run_round(routes: &Routes, results: &Sender<ProbeResult>, shutdown: &Shutdown) {
+fn run_round(
+    routes: &Routes,
+    results: &Sender<ProbeResult>,
+    shutdown: &Shutdown,
+    failing: &mut Failing,
+) {
     let config = &routes.config;
     let timeout = config.settings.health_check_timeout;
     let mut models_verdict: Vec<Option<OutcomeClass>> = vec![None; config.providers.len()];
@@ -99,10 +110,21 @@ pub fn run_round(routes: &Routes, results: &Sender<ProbeResult>, shutdown: &Shut
                 }
             };
             if class.is_backend_failure() {
-                log::warn!(
-                    "health check of {}/{} failed: {class:?}",
+                if failing.0.insert((mi, bi)) {
+                    log::warn!(
+                        "health check of {}/{} (model `{}`) failed: {class:?} (logged again \
+                         when it passes)",
+                        provider.id,
+                        b.model,
+                        m.name
+                    );
+                }
+            } else if failing.0.remove(&(mi, bi)) {
+                log::info!(
+                    "health check of {}/{} (model `{}`) passes again",
                     provider.id,
-                    b.model
+                    b.model,
+                    m.name
                 );
             }
             let _ = results.send(ProbeResult {

@@ -243,7 +243,8 @@ async fn relay_events(
                         used
                     }
                     Err(e) => {
-                        return broken(w, Break::Malformed(e.to_string()), committed, plan).await
+                        return broken(w, Break::Malformed(e.to_string()), committed, plan, ctx)
+                            .await
                     }
                 }
             }
@@ -265,7 +266,7 @@ async fn relay_events(
         if upto == 0 && pending.len() > ctx.buffer_bytes_max {
             if !committed {
                 let what = "an SSE event larger than response_buffer_bytes_max".to_string();
-                return broken(w, Break::Malformed(what), committed, plan).await;
+                return broken(w, Break::Malformed(what), committed, plan, ctx).await;
             }
             upto = pending.len();
         }
@@ -296,7 +297,7 @@ async fn relay_events(
             }
             if finished {
                 if plan.done_check && !saw_done {
-                    return broken(w, Break::NoDone, committed, plan).await;
+                    return broken(w, Break::NoDone, committed, plan, ctx).await;
                 }
                 if plan.framing == Framing::Chunked {
                     w.out.extend_from_slice(LAST_CHUNK);
@@ -310,12 +311,12 @@ async fn relay_events(
         }
 
         if shard.drain_expired.get() {
-            return broken(w, Break::Shutdown, committed, plan).await;
+            return broken(w, Break::Shutdown, committed, plan, ctx).await;
         }
         match read_some(&mut conn, ctx).await {
             Ok(()) => {}
             Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
-            Err(brk) => return broken(w, brk, committed, plan).await,
+            Err(brk) => return broken(w, brk, committed, plan, ctx).await,
         }
     }
 }
@@ -402,6 +403,7 @@ async fn broken(
     brk: Break,
     committed: bool,
     plan: &StreamPlan,
+    ctx: &RelayCtx<'_>,
 ) -> Result<Relayed, GatewayError> {
     if !committed {
         w.out.clear();
@@ -410,7 +412,12 @@ async fn broken(
         return Err(brk.into_error(retryable));
     }
     let err = brk.into_error(false);
-    log::warn!("stream broken after its first byte: {}", err.message);
+    log::warn!(
+        "request {}: backend {}: answer broken after its first byte: {}",
+        ctx.request_id,
+        ctx.backend,
+        err.message
+    );
     if plan.sse {
         let mut event = Vec::with_capacity(160);
         event.extend_from_slice(b"data: ");

@@ -370,3 +370,61 @@ fn a_second_stop_signal_during_a_drain_exits_at_once() {
     );
     assert!(stderr.contains("second stop signal"), "{stderr}");
 }
+
+/// What a dead backend leaves in the log: its failing check once (not every round), the
+/// circuit opening once, and both again when it comes back.
+#[test]
+fn a_dead_backend_is_logged_once_when_it_goes_and_once_when_it_returns() {
+    let addr = free_addr();
+    let up_addr = free_addr();
+    let config = serve_config(addr, up_addr)
+        .replace("health_check = \"none\"", "")
+        .replace(
+            "[providers.up]",
+            "[settings]\nhealth_check_interval_seconds = 1\ncircuit_breaker_failure_threshold = 1\n\
+             circuit_breaker_timeout_seconds = 1\n\n[providers.up]",
+        );
+    let mut berry = Berry::spawn(&config, false, &[]);
+    berry.wait_ready(addr);
+    let opened = "circuit of up/up-model (model `gpt-test`) closed -> open";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !berry.stderr().contains(opened) {
+        assert!(Instant::now() < deadline, "{}", berry.stderr());
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Three more rounds while it stays down: still one line for the failing check.
+    thread::sleep(Duration::from_millis(3200));
+    let log = berry.stderr();
+    assert_eq!(
+        log.matches("health check of up/up-model").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches(opened).count(), 1, "{log}");
+    // It comes back: the check passes and the circuit closes, each said once.
+    let up = TcpListener::bind(up_addr).expect("the upstream's port is still free");
+    let serving = thread::spawn(move || {
+        for mut s in up.incoming().flatten().take(3) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = r#"{"object":"list","data":[]}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut s, format!("{head}{body}").as_bytes());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !berry.stderr().contains("open -> half_open") || !berry.stderr().contains("-> closed") {
+        assert!(Instant::now() < deadline, "{}", berry.stderr());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(berry
+        .stderr()
+        .contains("health check of up/up-model (model `gpt-test`) passes again"));
+    berry.sigterm();
+    let status = berry.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status}:\n{}", berry.finish_stderr());
+    drop(serving);
+}
