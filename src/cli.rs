@@ -155,7 +155,8 @@ fn serve(
         None => cfg.server.driver,
     };
     let shutdown = Shutdown::new();
-    let server = start(cfg, addr, workers, driver, true, shutdown.clone())?;
+    let pin = cfg.server.pin_cores;
+    let server = start(cfg, addr, workers, driver, pin, shutdown.clone())?;
     wait_for_signal(&shutdown);
     log::info!(
         "shutting down: draining requests in flight (a second SIGINT or SIGTERM stops at once)"

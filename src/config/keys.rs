@@ -151,11 +151,12 @@ const fn ignored(name: &'static str, why: &'static str) -> Entry {
     }
 }
 
-static SERVER: [Entry; 14] = [
+static SERVER: [Entry; 15] = [
     leaf("bind_address"),
     leaf("workers"),
     leaf("driver"),
     leaf("allow_anonymous"),
+    leaf("pin_cores"),
     leaf("admin_token"),
     leaf("header_bytes_max"),
     leaf("headers_count_max"),

@@ -282,6 +282,9 @@ pub struct ServerSettings {
     pub bind_address: Option<String>,
     /// `None` = one shard per core (`workers = 0` in the file is normalised to `None`).
     pub workers: Option<usize>,
+    /// Pin shard `i` to core `i`. Off for several instances on one host, or a container
+    /// limited by CPU quota rather than a cpuset: they would all pin to cores 0..N-1.
+    pub pin_cores: bool,
     pub driver: DriverChoice,
     /// Serve requests without a user token. Off by default: a gateway holding paid keys
     /// should not be open by accident.

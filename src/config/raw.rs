@@ -37,6 +37,7 @@ pub(super) struct RawObservability {
 pub(super) struct RawServer {
     pub bind_address: Option<S<String>>,
     pub workers: Option<S<i64>>,
+    pub pin_cores: Option<bool>,
     pub driver: Option<S<String>>,
     pub allow_anonymous: Option<bool>,
     pub admin_token: Option<S<String>>,

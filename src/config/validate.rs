@@ -104,6 +104,7 @@ fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
     ServerSettings {
         bind_address,
         workers: (workers != 0).then_some(workers),
+        pin_cores: raw.pin_cores.unwrap_or(true),
         driver,
         allow_anonymous: raw.allow_anonymous.unwrap_or(false),
         admin_token: raw

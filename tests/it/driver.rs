@@ -428,3 +428,48 @@ fn a_dead_backend_is_logged_once_when_it_goes_and_once_when_it_returns() {
     assert!(status.success(), "{status}:\n{}", berry.finish_stderr());
     drop(serving);
 }
+
+/// The CPUs each shard thread may run on, from /proc (`Cpus_allowed_list`).
+fn shard_cpus(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("berry-shard") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(l) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
+            out.push(l["Cpus_allowed_list:".len()..].trim().to_string());
+        }
+    }
+    out
+}
+
+/// Shards are pinned one per core by default; `pin_cores = false` leaves them to the scheduler.
+#[test]
+fn pin_cores_false_leaves_shards_unpinned() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs to tell pinned from unpinned");
+        return;
+    }
+    let up = upstream(|_| json_reply(200, "{}"));
+    for (pin, expect_pinned) in [("", true), ("pin_cores = false\n", false)] {
+        let addr = free_addr();
+        let config =
+            serve_config(addr, up.addr).replacen("[server]\n", &format!("[server]\n{pin}"), 1);
+        let mut berry = Berry::spawn(&config, false, &[]);
+        berry.wait_ready(addr);
+        let sets = shard_cpus(berry.child.id());
+        assert_eq!(sets.len(), 2, "{sets:?}");
+        for set in &sets {
+            let single = !set.contains(['-', ',']);
+            assert_eq!(single, expect_pinned, "shard CPUs {sets:?} with `{pin}`");
+        }
+        berry.sigterm();
+        assert!(berry.wait_exit(Duration::from_secs(5)).success());
+    }
+}
