@@ -160,6 +160,9 @@ pub struct GatewayError {
     pub allow: Option<&'static str>,
     /// For 429: whole seconds until the request would fit (`retry-after`).
     pub retry_after_secs: Option<u64>,
+    /// The failed attempt went to a backend known to be down, because none of the model's
+    /// was up (`x-berry-degraded`, as on relayed answers).
+    pub degraded: bool,
 }
 
 impl GatewayError {
@@ -170,6 +173,7 @@ impl GatewayError {
             retryable: false,
             allow: None,
             retry_after_secs: None,
+            degraded: false,
         }
     }
 
@@ -202,6 +206,7 @@ impl GatewayError {
             retryable: true,
             allow: None,
             retry_after_secs: None,
+            degraded: false,
         }
     }
 
@@ -213,6 +218,7 @@ impl GatewayError {
             retryable: false,
             allow: Some(allow),
             retry_after_secs: None,
+            degraded: false,
         }
     }
 

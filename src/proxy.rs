@@ -335,6 +335,8 @@ async fn forward(
     let keep_alive = p.keep_alive && !shard.draining.get();
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last: Option<GatewayError> = None;
+    // The attempt that produced `last` went to a backend known to be down.
+    let mut degraded = false;
     // The backend that failed last and how, reported as a failover if another is tried.
     let mut failed: Option<(usize, OutcomeClass)> = None;
     let mut req = shard.take_buf(1024 + p.body.len());
@@ -412,6 +414,7 @@ async fn forward(
                 done: false,
             };
             tried.push(choice.backend);
+            degraded = choice.degraded;
             if choice.degraded {
                 log::warn!(
                     "request {}: no available backend for `{}`; trying an unavailable one",
@@ -566,7 +569,8 @@ async fn forward(
                 }
             }
         }
-        let err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
+        let mut err = last.unwrap_or_else(|| no_backend(model, p.forced_provider.is_some()));
+        err.degraded = degraded && err.kind.fault() == crate::error::Fault::Upstream;
         tally.status.set(err.status());
         tally.error.set(Some(err.kind));
         respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);

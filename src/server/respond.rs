@@ -52,6 +52,9 @@ pub fn error(out: &mut Vec<u8>, err: &GatewayError, request_id: Option<&str>, ke
     if err.kind == crate::error::ErrorKind::Unauthorized {
         write_header(out, b"www-authenticate", b"Bearer");
     }
+    if err.degraded {
+        write_header(out, b"x-berry-degraded", b"true");
+    }
     if let Some(allow) = err.allow {
         write_header(out, b"allow", allow.as_bytes());
     }
