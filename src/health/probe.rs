@@ -69,7 +69,11 @@ pub fn spawn(
 /// The (model, backend) pairs whose last probe failed: a failing check is logged when it
 /// starts failing and when it passes again, not once per round for as long as it is down.
 #[derive(Default)]
-struct Failing(std::collections::HashSet<(usize, usize)>);
+struct Failing(
+    std::collections::HashSet<(usize, usize)>,
+    /// Providers whose models probe said nothing about them (warned once).
+    std::collections::HashSet<usize>,
+);
 
 /// Probes every backend that asks for it once; a models probe is made once per provider and
 /// its verdict applies to each of that provider's backends that use it.
@@ -81,7 +85,7 @@ fn run_round(
 ) {
     let config = &routes.config;
     let timeout = config.settings.health_check_timeout;
-    let mut models_verdict: Vec<Option<OutcomeClass>> = vec![None; config.providers.len()];
+    let mut models_verdict: Vec<Option<Option<OutcomeClass>>> = vec![None; config.providers.len()];
     for (mi, m) in config.models.iter().enumerate() {
         for (bi, b) in m.backends.iter().enumerate() {
             if shutdown.is_triggered() {
@@ -94,19 +98,39 @@ fn run_round(
             let provider = &config.providers[b.provider];
             let class = match b.health_check {
                 HealthCheck::None => continue,
-                HealthCheck::Models => *models_verdict[b.provider].get_or_insert_with(|| {
-                    probe(
-                        route,
-                        &provider.url.host,
-                        provider.url.port,
-                        &models_request(route, &provider.url.path_for("/models")),
-                        timeout,
-                    )
-                }),
+                HealthCheck::Models => {
+                    let verdict = *models_verdict[b.provider].get_or_insert_with(|| {
+                        models_class(probe(
+                            route,
+                            &provider.url.host,
+                            provider.url.port,
+                            &models_request(route, &provider.url.path_for("/models")),
+                            timeout,
+                        ))
+                    });
+                    let Some(class) = verdict else {
+                        if failing.1.insert(b.provider) {
+                            log::warn!(
+                                "health check of provider {}: its models list answered 403, 404 \
+                                 or 405, which says nothing about serving; ignored (set \
+                                 `health_check = \"chat\"` or `\"none\"` on its backends)",
+                                provider.id
+                            );
+                        }
+                        continue;
+                    };
+                    class
+                }
                 HealthCheck::Chat => {
                     let req =
                         chat_request(route, &provider.url.path_for("/chat/completions"), &b.model);
-                    probe(route, &provider.url.host, provider.url.port, &req, timeout)
+                    classify_probe(probe(
+                        route,
+                        &provider.url.host,
+                        provider.url.port,
+                        &req,
+                        timeout,
+                    ))
                 }
             };
             if class.is_backend_failure() {
@@ -163,37 +187,51 @@ fn chat_request(route: &ProviderRoute, path: &str, model: &str) -> Vec<u8> {
     req
 }
 
-/// Sends `req` and classifies the status of the answer (only its head is read).
+fn classify_probe(status: Result<u16, TransportError>) -> OutcomeClass {
+    match status {
+        Ok(code) => classify(Some(code), None),
+        Err(t) => classify(None, Some(t)),
+    }
+}
+
+/// A models probe's verdict, or `None` when its answer says nothing about serving: 403 (a
+/// key may be allowed to chat but not to list models, as OpenAI's restricted keys can be),
+/// 404 or 405 (the provider has no models list). A 401 still counts: a key that fails
+/// authentication fails for chat too.
+fn models_class(status: Result<u16, TransportError>) -> Option<OutcomeClass> {
+    match status {
+        Ok(403..=405) => None,
+        other => Some(classify_probe(other)),
+    }
+}
+
+/// Sends `req` and returns the status of the answer (only its head is read).
 fn probe(
     route: &ProviderRoute,
     host: &str,
     port: u16,
     req: &[u8],
     timeout: Duration,
-) -> OutcomeClass {
+) -> Result<u16, TransportError> {
     let addrs: Vec<SocketAddr> = match (host, port).to_socket_addrs() {
         Ok(a) => a.collect(),
-        Err(_) => return classify(None, Some(TransportError::Connect)),
+        Err(_) => return Err(TransportError::Connect),
     };
     let deadline = Instant::now() + timeout;
     let Some(tcp) = addrs
         .iter()
         .find_map(|a| TcpStream::connect_timeout(a, timeout).ok())
     else {
-        return classify(None, Some(TransportError::Connect));
+        return Err(TransportError::Connect);
     };
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
-    let status = match &route.tls {
+    match &route.tls {
         None => exchange(tcp, req, deadline),
         Some((cfg, name)) => match rustls::ClientConnection::new(cfg.clone(), name.clone()) {
             Ok(conn) => exchange(rustls::StreamOwned::new(conn, tcp), req, deadline),
             Err(_) => Err(TransportError::Connect),
         },
-    };
-    match status {
-        Ok(code) => classify(Some(code), None),
-        Err(t) => classify(None, Some(t)),
     }
 }
 
@@ -224,5 +262,26 @@ fn io_class(e: std::io::Error) -> TransportError {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => TransportError::Timeout,
         _ => TransportError::Io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_list_that_is_forbidden_or_missing_says_nothing() {
+        for code in [403, 404, 405] {
+            assert_eq!(models_class(Ok(code)), None, "{code}");
+        }
+        assert_eq!(models_class(Ok(200)), Some(OutcomeClass::Success));
+        assert_eq!(models_class(Ok(401)), Some(OutcomeClass::AuthError));
+        assert_eq!(models_class(Ok(503)), Some(OutcomeClass::ServerError));
+        assert_eq!(
+            models_class(Err(TransportError::Connect)),
+            Some(OutcomeClass::Connect)
+        );
+        // A chat probe is the real thing: its 403 is the backend's fault.
+        assert_eq!(classify_probe(Ok(403)), OutcomeClass::AuthError);
     }
 }

@@ -219,6 +219,24 @@ both_drivers! {
         assert_eq!(v["models"]["chat"]["backends"][0]["requests_window"], 0);
     }
 
+    fn a_forbidden_models_list_does_not_open_circuits(driver) {
+        // A key allowed to chat but not to list models (OpenAI's restricted keys can be so).
+        let up = upstream(|s| if s.method == "GET" { json_reply(403, "{}") } else { json_reply(200, "{}") });
+        let other = upstream(|_| json_reply(200, "{}"));
+        let settings = "[settings]\nhealth_check_interval_seconds = 1\nhealth_check_timeout_seconds = 1\n\
+                        circuit_breaker_failure_threshold = 1\nmax_retries = 2\n";
+        let toml = config_two(up.addr, other.addr, "").replacen("[settings]\nmax_retries = 2\n", settings, 1);
+        let gw = gateway(&toml, driver);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while up.seen.lock().unwrap().iter().filter(|s| s.method == "GET").count() < 2 {
+            assert!(Instant::now() < deadline, "the models list was never probed twice");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        settle();
+        let v = get(&gw, "/admin/backend-health").json();
+        assert_eq!(v["models"]["chat"]["backends"][0]["circuit"], "closed", "{v}");
+    }
+
     fn health_names_the_down_backend_and_an_idle_recovery_is_healthy(driver) {
         let down = Arc::new(AtomicBool::new(true));
         let d2 = down.clone();
