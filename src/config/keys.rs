@@ -167,6 +167,7 @@ static SERVER: [Entry; 15] = [
     leaf("client_idle_timeout_ms"),
     leaf("client_send_timeout_ms"),
     leaf("drain_timeout_ms"),
+    leaf("cors_allow_origins"),
 ];
 
 const CLI_LEFTOVER: &str = "written by `berry-cli generate-config` but never read; ignored";

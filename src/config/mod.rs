@@ -3,6 +3,7 @@
 //! re-checking. It must never hand out raw (unvalidated) types, print a secret, or panic on
 //! any input. Depends only on std, serde and toml.
 
+mod cors;
 mod env;
 mod keys;
 mod load;
@@ -25,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cors::CorsOrigins;
 pub use observability::{Observability, StreamUsage};
 pub use validate::parse_bind_address;
 
@@ -305,6 +307,8 @@ pub struct ServerSettings {
     pub client_send_timeout: Duration,
     /// How long a stopping server waits for requests in flight before it ends them.
     pub drain_timeout: Duration,
+    /// Which browser origins may call the OpenAI API paths (`cors_allow_origins`).
+    pub cors_allow_origins: CorsOrigins,
 }
 
 /// The `[settings]` table: Berry API's keys plus the upstream timeouts and pool limits.

@@ -50,6 +50,7 @@ pub(super) struct RawServer {
     pub client_idle_timeout_ms: Option<S<i64>>,
     pub client_send_timeout_ms: Option<S<i64>>,
     pub drain_timeout_ms: Option<S<i64>>,
+    pub cors_allow_origins: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Deserialize, Default)]

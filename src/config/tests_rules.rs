@@ -502,3 +502,39 @@ fn observability_table() {
         ],
     );
 }
+
+#[test]
+fn cors_allow_origins_rules() {
+    // Absent: every origin, like OpenAI's API and Berry API.
+    assert_eq!(ok(BASE).server.cors_allow_origins, CorsOrigins::Any);
+    let only = |snippet: &str| ok(&with_base(snippet)).server.cors_allow_origins;
+    assert_eq!(
+        only("[server]\ncors_allow_origins = [\"https://App.example.com\", \"http://localhost:5173\"]\n"),
+        CorsOrigins::Only(vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into()
+        ])
+    );
+    assert_eq!(
+        only("[server]\ncors_allow_origins = []\n"),
+        CorsOrigins::Off
+    );
+    check_snippet_err(
+        "[server]\ncors_allow_origins = [\n  \"https://ok.example.com\",\n  \"https://app.example.com/\",\n  \"app.example.com\",\n]\n",
+        &[
+            (4, "`server.cors_allow_origins[1]`: must be \"*\" or an origin"),
+            (4, "no trailing slash"),
+            (5, "`server.cors_allow_origins[2]`: must be \"*\" or an origin"),
+        ],
+    );
+    check_snippet_err(
+        "[server]\ncors_allow_origins = \"*\"\n",
+        &[(2, "server.cors_allow_origins")],
+    );
+    let n = base_lines();
+    let c = check_warn(
+        &with_base("[server]\ncors_allow_origins = [\"*\", \"https://a.example\"]\n"),
+        &[(Some(n + 2), "the other entries have no effect")],
+    );
+    assert_eq!(c.server.cors_allow_origins, CorsOrigins::Any);
+}

@@ -69,7 +69,10 @@ fn split_scheme(input: &str) -> Option<(Scheme, &str)> {
     }
 }
 
-fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), &'static str> {
+pub(super) fn split_host_port(
+    authority: &str,
+    default_port: u16,
+) -> Result<(String, u16), &'static str> {
     let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
         let (addr, after) = inner.split_once(']').ok_or("unclosed `[` in IPv6 host")?;
         if addr.parse::<Ipv6Addr>().is_err() {

@@ -165,6 +165,11 @@ fn server(cx: &mut Ctx<'_, '_>, raw: &RawServer) -> ServerSettings {
             // Under Kubernetes' default 30 s grace period, so the cut is Berry's, not SIGKILL's.
             25_000,
         ),
+        cors_allow_origins: super::cors::allow_origins(
+            cx,
+            raw.cors_allow_origins.as_ref(),
+            &p("cors_allow_origins"),
+        ),
     }
 }
 
