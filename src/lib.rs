@@ -9,6 +9,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod health;

@@ -20,6 +20,7 @@ use crate::balance::filter::Filter;
 use crate::balance::outcome::{classify, OutcomeClass};
 use crate::balance::PickRequest;
 use crate::config::{Model, StreamUsage};
+use crate::cors::Cors;
 use crate::error::{clip, ErrorKind, GatewayError};
 use crate::http::head::{is_json_media_type, RequestBody, RequestHead};
 use crate::routes::{Routes, UpstreamPath};
@@ -50,6 +51,8 @@ struct Prepared<'r> {
     /// Only this provider may serve the request (forced backend).
     forced_provider: Option<usize>,
     request_id: String,
+    /// What the answer owes a browser page (CORS), decided from the head's `Origin`.
+    cors: Cors<'r>,
     /// The splice that asks a stream for its usage (`stream_usage = "inject"`); when set, the
     /// relay removes the extra usage chunk the client did not ask for.
     usage_edit: Option<peek::UsageEdit>,
@@ -114,6 +117,7 @@ async fn answer(
     tally: &Tally,
 ) -> (bool, String) {
     let request_id = request_id(shard, head, &c.r.buf);
+    let cors = Cors::of(&routes.config.server.cors_allow_origins, head, &c.r.buf);
     tally.bytes_in.set(head.head_len as u64);
     let mut prepared = match prepare(shard, routes, c, head, path, started, tally).await {
         Ok(p) => p,
@@ -136,12 +140,19 @@ async fn answer(
             }
             tally.status.set(err.status());
             tally.error.set(Some(err.kind));
-            respond::error(&mut c.w.out, &err, Some(&request_id), refusal.keep_alive);
+            respond::error(
+                &mut c.w.out,
+                &err,
+                Some(&request_id),
+                refusal.keep_alive,
+                cors,
+            );
             let keep = c.w.flush().await.is_ok() && refusal.keep_alive;
             return (keep, request_id);
         }
     };
     prepared.request_id = request_id;
+    prepared.cors = cors;
     // Boxed once here, the request's ~2 KiB future is never copied again while it is raced
     // against the client watch (measured: memmove was the largest user-space cost).
     let forward = Box::pin(forward(
@@ -305,6 +316,7 @@ async fn prepare<'r>(
         forwarded,
         forced_provider,
         request_id: String::new(),
+        cors: Cors::None,
         client_minor_version: head.minor_version,
         keep_alive: head.keep_alive,
         started,
@@ -519,6 +531,7 @@ async fn forward(
                 scan_usage: (200..300).contains(&head.status) && shard.telemetry.enabled(),
                 tally,
                 timer,
+                cors: p.cors,
             };
             match relay::relay(shard, w, conn, head, &ctx).await {
                 Ok(relay::Relayed {
@@ -573,7 +586,7 @@ async fn forward(
         err.degraded = degraded && err.kind.fault() == crate::error::Fault::Upstream;
         tally.status.set(err.status());
         tally.error.set(Some(err.kind));
-        respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive);
+        respond::error(&mut w.out, &err, Some(&p.request_id), keep_alive, p.cors);
         w.flush().await.is_ok() && keep_alive
     };
     shard.give_buf(req);

@@ -62,6 +62,17 @@ pub fn route(method: Method, target: &[u8]) -> Result<Endpoint, GatewayError> {
     }
 }
 
+/// The OpenAI API surface that pages in a browser may call (CORS): `/v1/…` and `/models`,
+/// but not Berry's own `/v1/health`, nor admin, metrics or health views, which are for
+/// operators and their tools, not for pages. Query ignored.
+pub fn is_openai_path(target: &[u8]) -> bool {
+    let path = match memchr::memchr(b'?', target) {
+        Some(q) => &target[..q],
+        None => target,
+    };
+    path == b"/models" || (path.starts_with(b"/v1/") && path != b"/v1/health")
+}
+
 /// Who is asking for a local endpoint, beyond the request itself.
 pub struct LocalCtx<'a> {
     pub snapshot: &'a Snapshot,
@@ -274,6 +285,24 @@ mod tests {
             405
         );
         assert_eq!(route(Method::Get, b"/nope").unwrap_err().status(), 404);
+        for path in [
+            "/v1/chat/completions",
+            "/v1/models?x",
+            "/models",
+            "/v1/nope",
+        ] {
+            assert!(is_openai_path(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "/v1/health",
+            "/health",
+            "/metrics",
+            "/admin/x",
+            "/v1",
+            "/models/x",
+        ] {
+            assert!(!is_openai_path(path.as_bytes()), "{path}");
+        }
         assert_eq!(
             route(Method::Post, b"/v1/chat/completions/")
                 .unwrap_err()

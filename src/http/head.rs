@@ -115,6 +115,9 @@ pub struct RequestHead {
     /// `Expect: 100-continue` from an HTTP/1.1 client (RFC 9110 §10.1.1 says to ignore it from
     /// HTTP/1.0). Answer it only when `body` is not `None` and the head passed our checks.
     pub expect_continue: bool,
+    /// The `Origin` header's value (a browser's cross-origin request); an empty range when it
+    /// appears more than once, which matches no allowed origin.
+    pub origin: Option<Range<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,7 @@ impl Default for RequestHead {
             body: RequestBody::None,
             keep_alive: true,
             expect_continue: false,
+            origin: None,
         }
     }
 }
@@ -190,6 +194,11 @@ impl RequestHead {
 
     pub fn path<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
         slice(buf, &self.path)
+    }
+
+    /// The `Origin` header's value, if the request has exactly one (empty when repeated).
+    pub fn origin<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.origin.as_ref().map(|r| slice(buf, r))
     }
 
     pub fn method_bytes<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
@@ -295,6 +304,9 @@ pub fn parse_request_into(
     head.keep_alive = facts.persistent(minor_version);
     head.expect_continue = minor_version == 1 && facts.expect_continue;
     fill_ranges(&mut head.headers, buf, req.headers);
+    head.origin = facts
+        .origin
+        .map(|at| at.map_or(0..0, |i| head.headers[i].value.clone()));
     Ok(true)
 }
 

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cors::{self, Cors};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::body::ChunkedDecoder;
 use crate::http::encode::{
@@ -78,6 +79,8 @@ pub struct RelayCtx<'a> {
     /// The status is a client-class 4xx: look for a model error code in a buffered body.
     pub client_error: bool,
     pub tally: &'a Tally,
+    /// What the answer owes a browser page; Berry's CORS lines replace the upstream's.
+    pub cors: Cors<'a>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -476,9 +479,11 @@ fn write_head(
 ) {
     write_status_line(out, head.status, &ubuf[head.reason.clone()]);
     let listed = head.header(ubuf, "connection");
+    let own_cors = ctx.cors.owns_headers();
     for h in &head.headers {
         let name = &ubuf[h.name.clone()];
         if is_hop_by_hop(name)
+            || (own_cors && cors::is_cors_header(name))
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"x-berry-backend")
             || name.eq_ignore_ascii_case(b"server-timing")
@@ -495,6 +500,7 @@ fn write_head(
     }
     write_header(out, b"x-request-id", ctx.request_id.as_bytes());
     write_header(out, b"x-berry-backend", ctx.backend.as_bytes());
+    ctx.cors.write(out);
     // Up to this response's head: Berry's own time and the upstreams' (every attempt's).
     let upstream = ctx.tally.upstream_wait.get();
     let total = ctx.head_at.saturating_duration_since(ctx.started);

@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use crate::api::{self, Endpoint};
 use crate::config::ServerSettings;
+use crate::cors::Cors;
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::head::{parse_request_into, HeadError, Method, RequestBody, RequestHead};
 use crate::server::respond;
@@ -206,7 +207,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 /// connections) and closes it; counted like any other request.
 async fn refuse_connection(shard: &Shard, c: &mut Client, err: GatewayError) {
     let answered = Answered::new(Route::Other, None, c);
-    respond::error(&mut c.w.out, &err, None, false);
+    respond::error(&mut c.w.out, &err, None, false, Cors::None);
     let _ = c.w.flush().await;
     answered.record(shard, c, err.status(), Some(err.kind), String::new());
 }
@@ -307,7 +308,7 @@ async fn dispatch(
             ))
             .await
         }
-        Err(err) => Box::pin(refuse(shard, c, head, err, limits)).await,
+        Err(err) => Box::pin(refuse(shard, &routes, c, head, err, limits)).await,
     }
 }
 
@@ -323,6 +324,11 @@ async fn answer_local(
 ) -> bool {
     let mut answered = Answered::new(route_of(local), Some(head), c);
     let request_id = crate::proxy::request_id(shard, head, &c.r.buf);
+    // Of the local endpoints only the model list is OpenAI's, for pages to call.
+    let cors = match local {
+        Endpoint::Models => Cors::of(&routes.config.server.cors_allow_origins, head, &c.r.buf),
+        _ => Cors::None,
+    };
     let answer = match local {
         Endpoint::Metrics => metrics(shard, routes, head, &c.r.buf, loopback).await,
         _ => {
@@ -343,7 +349,15 @@ async fn answer_local(
     let (status, error) = match answer {
         Ok((status, content_type, body)) => {
             let out = &mut c.w.out;
-            respond::typed(out, status, content_type, &body, Some(&request_id), keep);
+            respond::typed(
+                out,
+                status,
+                content_type,
+                &body,
+                Some(&request_id),
+                keep,
+                cors,
+            );
             if head.method == Method::Head {
                 // Same head as GET, content-length included, but no body.
                 let len = out.len() - body.len();
@@ -352,7 +366,7 @@ async fn answer_local(
             (status, None)
         }
         Err(err) => {
-            respond::error(&mut c.w.out, &err, Some(&request_id), keep);
+            respond::error(&mut c.w.out, &err, Some(&request_id), keep, cors);
             (err.status(), Some(err.kind))
         }
     };
@@ -361,20 +375,47 @@ async fn answer_local(
     keep
 }
 
-/// Answers a request no endpoint takes (404, 405).
+/// Answers a request no endpoint takes (404, 405), or the CORS preflight (an `OPTIONS`, which
+/// no endpoint takes) of an allowed origin on an OpenAI API path. A preflight needs no token:
+/// browsers send none with it. From an origin that is not allowed, or without `Origin`, an
+/// `OPTIONS` is refused like any other method the path does not take.
 async fn refuse(
     shard: &Rc<Shard>,
+    routes: &crate::routes::Routes,
     c: &mut Client,
     head: &RequestHead,
     err: GatewayError,
     limits: &ServerSettings,
 ) -> bool {
     let answered = Answered::new(Route::Other, Some(head), c);
+    let cors = if api::is_openai_path(head.path(&c.r.buf)) {
+        Cors::of(&routes.config.server.cors_allow_origins, head, &c.r.buf)
+    } else {
+        Cors::None
+    };
+    let preflight = match cors {
+        Cors::Allowed(origin) if head.method == Method::Options => {
+            // Copied: skipping a body below may move the bytes it points into.
+            let requested = head.header(&c.r.buf, "access-control-request-headers");
+            Some((origin, requested.map(<[u8]>::to_vec)))
+        }
+        _ => None,
+    };
     let keep = reusable(shard, head) && super::body::skip(&mut c.r, head, limits).await;
     c.r.consume(head.head_len);
-    respond::error(&mut c.w.out, &err, None, keep);
+    let status = match preflight {
+        Some((origin, requested)) => {
+            respond::preflight(&mut c.w.out, origin, requested.as_deref(), keep);
+            204
+        }
+        None => {
+            respond::error(&mut c.w.out, &err, None, keep, cors);
+            err.status()
+        }
+    };
     let keep = c.w.flush().await.is_ok() && keep;
-    answered.record(shard, c, err.status(), Some(err.kind), String::new());
+    let error = (status != 204).then_some(err.kind);
+    answered.record(shard, c, status, error, String::new());
     keep
 }
 

@@ -6,6 +6,8 @@ mod support;
 /// The access log: lines from the real binary, no secrets, rotation.
 mod access_log;
 
+/// CORS: preflights, the CORS lines on every answer to an allowed origin, none without one.
+mod cors;
 /// The real binary: io_uring refused under seccomp, epoll fallback; SIGTERM, SIGHUP.
 mod driver;
 /// Local endpoints: models, health; the CLI's config validation.

@@ -64,13 +64,17 @@ pub(super) struct HeaderFacts {
     pub(super) close: bool,
     pub(super) keep_alive: bool,
     pub(super) expect_continue: bool,
+    /// Where the `Origin` header is in the list (CORS), found in this pass so that a request
+    /// without one costs no second look; `Some(None)` when there are several, which no
+    /// browser sends and which answer no single question.
+    pub(super) origin: Option<Option<usize>>,
 }
 
 impl HeaderFacts {
     pub(super) fn scan(headers: &[httparse::Header<'_>]) -> Result<HeaderFacts, HeadError> {
         let mut facts = HeaderFacts::default();
         let mut chunked_count = 0usize;
-        for header in headers {
+        for (i, header) in headers.iter().enumerate() {
             let name = header.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
                 facts.content_length = Some(match facts.content_length {
@@ -94,6 +98,11 @@ impl HeaderFacts {
                 }
             } else if name.eq_ignore_ascii_case(b"expect") {
                 facts.expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue");
+            } else if name.eq_ignore_ascii_case(b"origin") {
+                facts.origin = Some(match facts.origin {
+                    None => Some(i),
+                    Some(_) => None,
+                });
             }
         }
         if chunked_count > 1 {

@@ -119,6 +119,17 @@ fn expect_continue_only_for_http_1_1() {
 }
 
 #[test]
+fn origin_is_found_in_the_framing_pass() {
+    let buf = b"POST / HTTP/1.1\r\nHost: x\r\nORIGIN:  https://app.example \r\n\r\n";
+    assert_eq!(req_ok(buf).origin(buf), Some(&b"https://app.example"[..]));
+    let buf = b"POST / HTTP/1.1\r\nHost: x\r\norigins: x\r\n\r\n";
+    assert_eq!(req_ok(buf).origin(buf), None);
+    // Two answers to one question: present, but matching nothing.
+    let buf = b"POST / HTTP/1.1\r\nOrigin: https://a.example\r\nOrigin: https://b.example\r\n\r\n";
+    assert_eq!(req_ok(buf).origin(buf), Some(&b""[..]));
+}
+
+#[test]
 fn content_type_json_check_ignores_parameters() {
     let buf = b"POST / HTTP/1.1\r\nContent-Type: Application/JSON ; charset=utf-8\r\n\r\n";
     assert!(req_ok(buf).content_type_is_json(buf));
