@@ -216,6 +216,18 @@ both_drivers! {
         assert_no_cors(&r);
     }
 
+    fn a_rate_limited_page_can_read_retry_after(driver) {
+        let a = upstream(|_| json_reply(200, "{}"));
+        let limit = "[users.alice.rate_limit]\nrequests_per_minute = 1\n";
+        let gw = gateway(&config_two(a.addr, a.addr, limit), driver);
+        let auth = format!("authorization: Bearer {TOKEN}\r\norigin: {APP}\r\n");
+        assert_eq!(send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &auth)).status, 200);
+        let r = send_raw(gw.addr, &post_with("/v1/chat/completions", CHAT, &auth));
+        r.assert_error(429);
+        assert!(r.header("retry-after").is_some());
+        assert_cors(&r, "*");
+    }
+
     fn without_origin_nothing_changes(driver) {
         let a = upstream(|_| upstream_with_cors());
         let gw = gateway(&config_two(a.addr, a.addr, ""), driver);
