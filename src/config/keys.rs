@@ -151,7 +151,7 @@ const fn ignored(name: &'static str, why: &'static str) -> Entry {
     }
 }
 
-static SERVER: [Entry; 15] = [
+static SERVER: [Entry; 16] = [
     leaf("bind_address"),
     leaf("workers"),
     leaf("driver"),
