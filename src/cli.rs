@@ -65,12 +65,18 @@ enum Command {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
-    // Before any thread exists (the log writer included): every thread inherits the mask, so
-    // SIGINT/SIGTERM can only be taken by `wait_for_signal` and always mean "drain and stop",
-    // and SIGHUP (whose default action kills the process) is only ever logged.
-    block_signals();
-    crate::logging::init();
     let cli = Cli::parse();
+    // Before any thread exists (the log writer included): every thread inherits the mask, so
+    // for the servers SIGINT/SIGTERM can only be taken by `wait_for_signal` and always mean
+    // "drain and stop", and SIGHUP (whose default action kills the process) is only logged.
+    // The other commands keep the default actions: Ctrl-C stops a load test.
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Demo { .. } | Command::Mock(_)
+    ) {
+        block_signals();
+    }
+    crate::logging::init();
     let result = match cli.command {
         Command::Serve {
             config,

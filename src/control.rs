@@ -111,7 +111,7 @@ pub fn spawn(
                 if now >= next_snapshot {
                     next_snapshot = now + settings.snapshot_interval;
                     let snap = Arc::new(book.snapshot(now));
-                    log_circuit_changes(&routes.config, last_snap.as_deref(), &snap);
+                    log_circuit_changes(&routes.config, last_snap.as_deref(), &snap, now);
                     last_snap = Some(snap.clone());
                     broadcast(&shards, || ShardMsg::Snapshot(snap.clone()));
                     if let Some(x) = exporter.as_mut() {
@@ -126,27 +126,39 @@ pub fn spawn(
 
 /// Logs each backend whose circuit changed state since the previous snapshot, so an operator
 /// reads a backend leaving and coming back once, not a line per failed request.
-fn log_circuit_changes(config: &crate::config::Config, prev: Option<&Snapshot>, next: &Snapshot) {
+fn log_circuit_changes(
+    config: &crate::config::Config,
+    prev: Option<&Snapshot>,
+    next: &Snapshot,
+    now: Instant,
+) {
     for (mi, m) in config.models.iter().enumerate() {
         for (bi, b) in m.backends.iter().enumerate() {
             let Some(s) = next.backend(mi, bi) else {
                 continue;
             };
-            let was = prev
-                .and_then(|p| p.backend(mi, bi))
-                .map_or("closed", |p| p.breaker.name());
-            let is = s.breaker.name();
+            // Each as of when it was taken: an open circuit whose timeout has passed reads
+            // half-open, as the shards treat it.
+            let was = prev.and_then(|p| {
+                let at = p.taken.unwrap_or(now);
+                p.backend(mi, bi).map(|b| b.breaker.advance(at).name())
+            });
+            let was = was.unwrap_or("closed");
+            let is = s.breaker.advance(now).name();
             if was == is {
                 continue;
             }
             let provider = &config.providers[b.provider].id;
             if is == "open" {
+                // Either rule may have opened it: consecutive failures, or the error rate.
                 log::warn!(
-                    "circuit of {provider}/{} (model `{}`) {was} -> open after {} consecutive \
-                     failure(s)",
+                    "circuit of {provider}/{} (model `{}`) {was} -> open ({} consecutive \
+                     failure(s); {} of {} requests failed in the window)",
                     b.model,
                     m.name,
-                    s.consecutive_failures
+                    s.consecutive_failures,
+                    s.failures_window,
+                    s.requests_window
                 );
             } else {
                 log::info!(

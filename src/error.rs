@@ -68,6 +68,33 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for documentation checks.
+    pub const ALL: [ErrorKind; 23] = [
+        ErrorKind::InvalidJson,
+        ErrorKind::MissingModel,
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::ModelNotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::LengthRequired,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::HeadersTooLarge,
+        ErrorKind::NotImplemented,
+        ErrorKind::VersionNotSupported,
+        ErrorKind::RequestTimeout,
+        ErrorKind::UpstreamFailed,
+        ErrorKind::UpstreamMalformed,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::NoBackend,
+        ErrorKind::Overloaded,
+        ErrorKind::ShuttingDown,
+        ErrorKind::RateLimited,
+        ErrorKind::ClientSendTimeout,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::InvalidJson | ErrorKind::MissingModel | ErrorKind::BadRequest => 400,
@@ -148,6 +175,10 @@ impl ErrorKind {
         }
     }
 }
+
+/// `x-berry-degraded`: the answer (relayed, or Berry's own error) came from a backend known to
+/// be down, tried because none of the model's was up.
+pub const DEGRADED_HEADER_VALUE: &[u8] = b"no available backend; tried an unavailable one";
 
 /// A failure on the request path: kind plus a client-safe message.
 #[derive(Debug, Clone)]
@@ -305,11 +336,25 @@ mod tests {
             (UnsupportedMediaType, 415),
             (HeadersTooLarge, 431),
             (UpstreamFailed, 502),
+            (UpstreamMalformed, 502),
             (NoBackend, 503),
+            (ShuttingDown, 503),
             (UpstreamTimeout, 504),
         ];
         for (k, s) in table {
             assert_eq!(k.status(), s, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_documented_with_its_status() {
+        let doc = include_str!("../docs/observability.md");
+        for k in ErrorKind::ALL {
+            let row = format!("| `{}` | {} |", k.code(), k.status());
+            assert!(
+                doc.contains(&row),
+                "docs/observability.md lacks the row {row}"
+            );
         }
     }
 

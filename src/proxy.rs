@@ -19,7 +19,7 @@ use crate::auth::{self, Caller};
 use crate::balance::filter::Filter;
 use crate::balance::outcome::{classify, OutcomeClass};
 use crate::balance::PickRequest;
-use crate::config::{Model, StreamUsage};
+use crate::config::StreamUsage;
 use crate::cors::Cors;
 use crate::error::{clip, ErrorKind, GatewayError};
 use crate::http::head::{is_json_media_type, RequestBody, RequestHead};
@@ -29,8 +29,8 @@ use crate::server::{body, respond};
 use crate::shard::{Gauge, Shard};
 use crate::timer::Timer;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
-use attempt::{retry_after, transport_class, Attempt};
-use request::{build_request, forwarded_headers, prefix_key};
+use attempt::{no_backend, retry_after, retryable_status, transport_class, Attempt};
+use request::{build_request, forced_provider, forwarded_headers, prefix_key};
 use tally::Tally;
 use watch::watch_client;
 
@@ -592,42 +592,4 @@ async fn forward(
     shard.give_buf(req);
     shard.give_buf(scratch);
     keep
-}
-
-/// Statuses that say "try elsewhere": overload, rate limit, transient server failure.
-fn retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-}
-
-fn no_backend(model: &Model, forced: bool) -> GatewayError {
-    let why = if forced {
-        "the requested backend is disabled or not permitted for this key"
-    } else {
-        "every backend is disabled or excluded by this key's tags"
-    };
-    GatewayError::new(
-        ErrorKind::NoBackend,
-        format!("no available backend for model `{}`: {why}", model.name),
-    )
-}
-
-/// The provider a forced-backend request names, if it serves this model.
-fn forced_provider(
-    config: &crate::config::Config,
-    model: &Model,
-    id: &str,
-) -> Result<usize, GatewayError> {
-    config
-        .provider_index(id)
-        .filter(|&p| model.backends.iter().any(|b| b.provider == p))
-        .ok_or_else(|| {
-            GatewayError::new(
-                ErrorKind::BadRequest,
-                format!(
-                    "backend `{}` does not serve model `{}`",
-                    clip(id),
-                    model.name
-                ),
-            )
-        })
 }

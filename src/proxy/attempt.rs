@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::balance::local::Outcome;
 use crate::balance::outcome::{classify, OutcomeClass, TransportError};
-use crate::config::Config;
-use crate::error::ErrorKind;
+use crate::config::{Config, Model};
+use crate::error::{ErrorKind, GatewayError};
 use crate::health::report::OutcomeEvent;
 use crate::shard::Shard;
 
@@ -100,4 +100,21 @@ pub(super) fn retry_after(head: &crate::http::head::ResponseHead, buf: &[u8]) ->
     let v = head.header(buf, "retry-after")?;
     let secs: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
+}
+
+/// Statuses that say "try elsewhere": overload, rate limit, transient server failure.
+pub(super) fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+pub(super) fn no_backend(model: &Model, forced: bool) -> GatewayError {
+    let why = if forced {
+        "the requested backend is disabled or not permitted for this key"
+    } else {
+        "every backend is disabled or excluded by this key's tags"
+    };
+    GatewayError::new(
+        ErrorKind::NoBackend,
+        format!("no available backend for model `{}`: {why}", model.name),
+    )
 }

@@ -268,8 +268,7 @@ async fn relay_events(
         // byte that is a broken upstream (fail over); after it, what has arrived is sent as is.
         if upto == 0 && pending.len() > ctx.buffer_bytes_max {
             if !committed {
-                let what = "an SSE event larger than response_buffer_bytes_max".to_string();
-                return broken(w, Break::Malformed(what), committed, plan, ctx).await;
+                return broken(w, Break::EventTooLarge, committed, plan, ctx).await;
             }
             upto = pending.len();
         }
@@ -331,6 +330,9 @@ enum Break {
     Stalled(Duration),
     TotalTimeout,
     Malformed(String),
+    /// An SSE event outgrew `response_buffer_bytes_max` before the first byte: Berry's limit,
+    /// not garbled framing.
+    EventTooLarge,
     NoDone,
     /// The server is stopping and its drain timeout ran out (not the upstream's fault).
     Shutdown,
@@ -358,6 +360,10 @@ impl Break {
             Break::Malformed(what) => (
                 ErrorKind::UpstreamMalformed,
                 format!("the upstream sent a malformed body: {what}"),
+            ),
+            Break::EventTooLarge => (
+                ErrorKind::UpstreamFailed,
+                "the upstream sent an SSE event larger than response_buffer_bytes_max".to_string(),
             ),
             Break::NoDone => (
                 ErrorKind::UpstreamFailed,
@@ -516,7 +522,7 @@ fn write_head(
         write_header(
             out,
             b"x-berry-degraded",
-            b"no available backend; tried an unavailable one",
+            crate::error::DEGRADED_HEADER_VALUE,
         );
     }
     match framing {

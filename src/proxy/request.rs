@@ -2,7 +2,8 @@
 //! headers, the rewritten body, and the prefix-affinity key.
 
 use crate::api::peek;
-use crate::config::Model;
+use crate::config::{Config, Model};
+use crate::error::{clip, ErrorKind, GatewayError};
 use crate::http::encode::write_content_length;
 use crate::http::head::{connection_tokens, is_hop_by_hop, RequestHead};
 use crate::routes::Routes;
@@ -129,4 +130,25 @@ pub fn request_id(shard: &Shard, head: &RequestHead, buf: &[u8]) -> String {
     (0..32)
         .map(|i| char::from(HEX[((n >> ((31 - i) * 4)) & 0xf) as usize]))
         .collect()
+}
+
+/// The provider a forced-backend request names, if it serves this model.
+pub(super) fn forced_provider(
+    config: &Config,
+    model: &Model,
+    id: &str,
+) -> Result<usize, GatewayError> {
+    config
+        .provider_index(id)
+        .filter(|&p| model.backends.iter().any(|b| b.provider == p))
+        .ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "backend `{}` does not serve model `{}`",
+                    clip(id),
+                    model.name
+                ),
+            )
+        })
 }

@@ -63,7 +63,11 @@ pub fn error(
         write_header(out, b"www-authenticate", b"Bearer");
     }
     if err.degraded {
-        write_header(out, b"x-berry-degraded", b"true");
+        write_header(
+            out,
+            b"x-berry-degraded",
+            crate::error::DEGRADED_HEADER_VALUE,
+        );
     }
     if let Some(allow) = err.allow {
         write_header(out, b"allow", allow.as_bytes());

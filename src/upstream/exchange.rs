@@ -189,6 +189,8 @@ async fn connect(
 enum HeadFailure {
     /// EOF or reset before a single response byte: typical of a stale pooled connection.
     ClosedEarly,
+    /// EOF inside the response head: cut short, not garbled.
+    CutShort,
     Io(io::ErrorKind),
     TimedOut,
     Malformed(String),
@@ -200,6 +202,10 @@ impl HeadFailure {
             HeadFailure::ClosedEarly => GatewayError::upstream(
                 ErrorKind::UpstreamFailed,
                 "the upstream closed the connection without answering",
+            ),
+            HeadFailure::CutShort => GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                "the upstream closed the connection inside its response head",
             ),
             HeadFailure::Io(kind) => GatewayError::upstream(
                 ErrorKind::UpstreamFailed,
@@ -242,11 +248,7 @@ async fn read_head(
         }
         match timer.run(deadline, conn.read_more()).await {
             Ok(Ok(0)) if !got_any => return Err(HeadFailure::ClosedEarly),
-            Ok(Ok(0)) => {
-                return Err(HeadFailure::Malformed(
-                    "connection closed inside the response head".into(),
-                ))
-            }
+            Ok(Ok(0)) => return Err(HeadFailure::CutShort),
             Ok(Ok(_)) => got_any = true,
             Ok(Err(e))
                 if !got_any
