@@ -29,7 +29,7 @@ use crate::server::{body, respond};
 use crate::shard::{Gauge, Shard};
 use crate::timer::Timer;
 use crate::upstream::exchange::{self, Budget, HeadLimits};
-use attempt::{no_backend, retry_after, retryable_status, transport_class, Attempt};
+use attempt::{no_backend, retry_after, retryable_status, shutting_down, transport_class, Attempt};
 use request::{build_request, forced_provider, forwarded_headers, prefix_key};
 use tally::Tally;
 use watch::watch_client;
@@ -357,6 +357,10 @@ async fn forward(
     let keep = 'answered: {
         while tried.len() < attempts_max {
             let now = Instant::now();
+            if shard.drain_expired.get() {
+                last = Some(shutting_down());
+                break;
+            }
             // Past the deadline no backend is contacted, so none is charged for it.
             if let Err(e) = exchange::left_at(deadline, now) {
                 last = Some(e);
@@ -455,6 +459,12 @@ async fn forward(
             .await;
             let (conn, head) = match sent {
                 Ok(x) => x,
+                Err(_) if shard.drain_expired.get() => {
+                    // The stopping shard cut the wait (`Timers::cut`): not the backend's
+                    // fault, so the dropped attempt is cancelled, and nothing else is tried.
+                    last = Some(shutting_down());
+                    break;
+                }
                 Err(e) => {
                     let failed_at = Instant::now();
                     tally.wait(failed_at.saturating_duration_since(now));

@@ -255,6 +255,9 @@ pub async fn run(init: ShardInit, listener: std::net::TcpListener) {
             drain_timeout.as_millis()
         );
         shard.drain_expired.set(true);
+        // Wake every request waiting on an upstream: each answers `shutting_down` (a 503,
+        // or an in-band event after its first byte) and is logged.
+        shard.timers.cut();
         if !wait_idle(&shard, DRAIN_CUT_GRACE).await {
             log::warn!(
                 "shard {}: closing {} connection(s) with a request still unanswered",

@@ -48,6 +48,8 @@ pub struct Timers {
     /// The timer task is parked (nothing armed), so nothing refreshes `now` every tick: reads
     /// of the coarse clock read the real one instead.
     paused: Cell<bool>,
+    /// Set by [`Timers::cut`]: every cuttable timer counts as fired from now on.
+    cut: Cell<bool>,
     wheel: RefCell<Wheel>,
 }
 
@@ -77,6 +79,8 @@ struct Entry {
     waker: Option<Waker>,
     /// A [`Timer`] owns the entry; a dropped timer's entry is freed when the wheel lets go.
     owned: bool,
+    /// Ends early at [`Timers::cut`] (the timers bounding upstream waits).
+    cuttable: bool,
 }
 
 impl Timers {
@@ -85,6 +89,7 @@ impl Timers {
             origin: now,
             now: Cell::new(now),
             paused: Cell::new(false),
+            cut: Cell::new(false),
             wheel: RefCell::new(Wheel {
                 entries: Vec::new(),
                 free: Vec::new(),
@@ -115,6 +120,31 @@ impl Timers {
 
     /// A new timer, disarmed.
     pub fn timer(self: &Rc<Self>) -> Timer {
+        self.new_timer(false)
+    }
+
+    /// A new timer that [`Timers::cut`] ends early: for the waits a stopping shard must
+    /// interrupt (an upstream that is slow to answer), not for the ones it still needs (the
+    /// writes that tell clients why they were cut).
+    pub fn cuttable_timer(self: &Rc<Self>) -> Timer {
+        self.new_timer(true)
+    }
+
+    /// Ends every cuttable run now and every one started later, as if its deadline had
+    /// passed. One-way: called when a draining shard's time is up.
+    pub fn cut(&self) {
+        self.cut.set(true);
+        let wakers: Vec<Waker> = {
+            let mut w = self.wheel.borrow_mut();
+            (w.entries.iter_mut())
+                .filter(|e| e.cuttable && e.deadline.is_some())
+                .filter_map(|e| e.waker.take())
+                .collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn new_timer(self: &Rc<Self>, cuttable: bool) -> Timer {
         let mut w = self.wheel.borrow_mut();
         let idx = match w.free.pop() {
             Some(i) => i,
@@ -125,6 +155,7 @@ impl Timers {
         };
         w.entries[idx as usize] = Entry {
             owned: true,
+            cuttable,
             ..Entry::default()
         };
         Timer {
@@ -290,7 +321,8 @@ impl Timer {
     }
 
     fn fired(&self) -> bool {
-        self.timers.wheel.borrow().entries[self.idx as usize].fired
+        let e = &self.timers.wheel.borrow().entries[self.idx as usize];
+        e.fired || (e.cuttable && self.timers.cut.get())
     }
 
     fn register(&self, waker: &Waker) {
@@ -425,6 +457,32 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         (timers.park_while_empty(&waker), count)
+    }
+
+    #[test]
+    fn a_cut_ends_cuttable_runs_at_once_and_leaves_the_others() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let (upstream, client) = (timers.cuttable_timer(), timers.timer());
+        let (mut up, up_woken) = start(&upstream, t0 + ms(60_000));
+        let (mut cl, cl_woken) = start(&client, t0 + ms(60_000));
+        timers.cut();
+        assert_eq!(
+            up_woken.0.load(Ordering::SeqCst),
+            1,
+            "the cut wakes its task"
+        );
+        assert_eq!(poll_again(&mut up, &up_woken), Poll::Ready(Err(Elapsed)));
+        assert_eq!(cl_woken.0.load(Ordering::SeqCst), 0);
+        assert!(
+            poll_again(&mut cl, &cl_woken).is_pending(),
+            "a client write still runs"
+        );
+        drop(up);
+        // A run started after the cut ends at its first poll.
+        let mut later: Run<'_> =
+            Box::pin(upstream.run(t0 + ms(60_000), std::future::pending::<()>()));
+        assert_eq!(poll_again(&mut later, &up_woken), Poll::Ready(Err(Elapsed)));
     }
 
     #[test]

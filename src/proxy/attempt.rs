@@ -107,6 +107,11 @@ pub(super) fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// A stopping shard's drain timeout ran out before this request was answered.
+pub(super) fn shutting_down() -> GatewayError {
+    GatewayError::new(ErrorKind::ShuttingDown, "the gateway is shutting down")
+}
+
 pub(super) fn no_backend(model: &Model, forced: bool) -> GatewayError {
     let why = if forced {
         "the requested backend is disabled or not permitted for this key"

@@ -188,7 +188,9 @@ async fn relay_buffered(
     while conn.buf.len() < start + n {
         if let Err(e) = read_some(&mut conn, ctx).await {
             w.out.clear();
-            return Err(e.into_error(true));
+            let e = cut_or(shard, e);
+            let retryable = !matches!(e, Break::Shutdown);
+            return Err(e.into_error(retryable));
         }
     }
     let body = &conn.buf[start..start + n];
@@ -318,8 +320,17 @@ async fn relay_events(
         match read_some(&mut conn, ctx).await {
             Ok(()) => {}
             Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
-            Err(brk) => return broken(w, brk, committed, plan, ctx).await,
+            Err(brk) => return broken(w, cut_or(shard, brk), committed, plan, ctx).await,
         }
+    }
+}
+
+/// A wait that ended because the stopping shard cut it (`Timers::cut`) is a shutdown, not
+/// the upstream's silence.
+fn cut_or(shard: &Shard, brk: Break) -> Break {
+    match brk {
+        Break::Stalled(_) | Break::TotalTimeout if shard.drain_expired.get() => Break::Shutdown,
+        other => other,
     }
 }
 

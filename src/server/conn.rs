@@ -175,7 +175,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         },
         peer,
         watch: shard.timers.timer(),
-        upstream: shard.timers.timer(),
+        // Cut when a stopping shard's drain time is up (`Timers::cut`).
+        upstream: shard.timers.cuttable_timer(),
     };
     if shard.conns_open.get() > limits.connections_per_shard_max {
         let err = GatewayError::new(ErrorKind::Overloaded, "too many connections; retry shortly");

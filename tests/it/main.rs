@@ -8,6 +8,8 @@ mod access_log;
 
 /// CORS: preflights, the CORS lines on every answer to an allowed origin, none without one.
 mod cors;
+/// Stopping: what requests still waiting on an upstream get when the drain time is up.
+mod drain;
 /// The real binary: io_uring refused under seccomp, epoll fallback; SIGTERM, SIGHUP.
 mod driver;
 /// Local endpoints: models, health; the CLI's config validation.
