@@ -18,9 +18,14 @@ const DEFAULT_ALLOW_HEADERS: &[u8] = b"authorization, content-type, accept";
 /// Response headers a page's script may read besides the CORS-safelisted ones: every header
 /// Berry itself adds that a client acts on (`x-request-id` to report a problem,
 /// `x-berry-backend`, `x-berry-error` to tell Berry's errors from an upstream's,
-/// `x-berry-degraded`, `x-upstream-request-id`, `retry-after` after a 429).
+/// `x-berry-degraded`, `x-upstream-request-id`, `retry-after` after a 429), and the rate-limit
+/// headers OpenAI-style upstreams send and Berry relays, which client libraries pace by.
 const EXPOSE_HEADERS: &[u8] = b"x-request-id, x-berry-backend, x-berry-error, x-berry-degraded, \
-                                x-upstream-request-id, retry-after";
+                                x-upstream-request-id, retry-after, retry-after-ms, \
+                                x-should-retry, x-ratelimit-limit-requests, \
+                                x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
+                                x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, \
+                                x-ratelimit-reset-tokens";
 
 /// How long a browser may reuse a preflight's answer, seconds (browsers cap it lower:
 /// Chromium at 2 h, Firefox at 24 h).
@@ -29,12 +34,13 @@ const PREFLIGHT_MAX_AGE_SECS: u64 = 86_400;
 /// What one request's answer owes the page that sent it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Cors<'r> {
-    /// No `Origin`, CORS off, or a path outside the OpenAI API: the answer is what it would be
-    /// without CORS, byte for byte.
+    /// No `Origin`, or a path outside the OpenAI API: the answer is what it would be without
+    /// CORS, byte for byte.
     #[default]
     None,
-    /// An origin the list does not name: no CORS headers, and an upstream's own
-    /// `access-control-*` headers are dropped, so they cannot grant what the list refuses.
+    /// An origin the list does not name, or any origin with CORS off (`[]`): no CORS headers,
+    /// and an upstream's own `access-control-*` headers are dropped, so they cannot grant what
+    /// the operator refused.
     Refused,
     /// An allowed origin; the value of `access-control-allow-origin`: `*`, or the origin
     /// itself (entries are stored as browsers send them, so this equals the request's bytes).
@@ -48,7 +54,7 @@ impl<'r> Cors<'r> {
             return Cors::None;
         };
         match origins {
-            CorsOrigins::Off => Cors::None,
+            CorsOrigins::Off => Cors::Refused,
             CorsOrigins::Any => Cors::Allowed("*"),
             CorsOrigins::Only(list) => list
                 .iter()
@@ -139,7 +145,7 @@ mod tests {
             Cors::Refused
         );
         assert_eq!(decide(&only, &format!("{app}{app}")), Cors::Refused);
-        assert_eq!(decide(&CorsOrigins::Off, app), Cors::None);
+        assert_eq!(decide(&CorsOrigins::Off, app), Cors::Refused);
         for origins in [&CorsOrigins::Any, &only, &CorsOrigins::Off] {
             assert_eq!(decide(origins, ""), Cors::None);
         }

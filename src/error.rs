@@ -54,6 +54,9 @@ pub enum ErrorKind {
     UpstreamMalformed,
     /// The upstream did not answer in time (connect, first byte or total).
     UpstreamTimeout,
+    /// The upstream's answer outgrew a limit of Berry's before anything could be sent (an SSE
+    /// event over `response_buffer_bytes_max`): another backend would meet the same limit.
+    ResponseTooLarge,
     /// No backend of the model can take the request.
     NoBackend,
     /// The shard is at `connections_per_shard_max` or draining.
@@ -69,7 +72,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for documentation checks.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingModel,
         ErrorKind::BadRequest,
@@ -88,6 +91,7 @@ impl ErrorKind {
         ErrorKind::UpstreamFailed,
         ErrorKind::UpstreamMalformed,
         ErrorKind::UpstreamTimeout,
+        ErrorKind::ResponseTooLarge,
         ErrorKind::NoBackend,
         ErrorKind::Overloaded,
         ErrorKind::ShuttingDown,
@@ -109,7 +113,9 @@ impl ErrorKind {
             ErrorKind::RateLimited => 429,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::NotImplemented => 501,
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamMalformed => 502,
+            ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamMalformed
+            | ErrorKind::ResponseTooLarge => 502,
             ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::VersionNotSupported => 505,
@@ -128,6 +134,7 @@ impl ErrorKind {
             ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
                 "service_unavailable_error"
             }
+            ErrorKind::ResponseTooLarge => "server_error",
             // OpenAI's type for a request-count limit (`tokens` is the other kind).
             ErrorKind::RateLimited => "requests",
             _ => "invalid_request_error",
@@ -155,6 +162,7 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => "upstream_failed",
             ErrorKind::UpstreamMalformed => "upstream_malformed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::ResponseTooLarge => "response_too_large",
             ErrorKind::NoBackend => "no_available_backend",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::ShuttingDown => "shutting_down",
@@ -168,9 +176,10 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamMalformed
             | ErrorKind::UpstreamTimeout => Fault::Upstream,
-            ErrorKind::NoBackend | ErrorKind::Overloaded | ErrorKind::ShuttingDown => {
-                Fault::Gateway
-            }
+            ErrorKind::NoBackend
+            | ErrorKind::Overloaded
+            | ErrorKind::ShuttingDown
+            | ErrorKind::ResponseTooLarge => Fault::Gateway,
             _ => Fault::Client,
         }
     }
@@ -337,6 +346,7 @@ mod tests {
             (HeadersTooLarge, 431),
             (UpstreamFailed, 502),
             (UpstreamMalformed, 502),
+            (ResponseTooLarge, 502),
             (NoBackend, 503),
             (ShuttingDown, 503),
             (UpstreamTimeout, 504),

@@ -496,8 +496,10 @@ async fn forward(
                 .flatten();
             // Only to a backend that may take traffic: when the rest are down, this answer is
             // the real one, better relayed than traded for a blind try's connect error.
+            // Nor when the drain time is up: the next attempt would only be cut.
             if retryable_status(head.status)
                 && tried.len() < attempts_max
+                && !shard.drain_expired.get()
                 && shard.balance.borrow().has_available(
                     config,
                     p.model,
@@ -568,7 +570,18 @@ async fn forward(
                     attempt.finish(config, class, head_at, retry_after);
                     break 'answered done.keep_alive;
                 }
-                Err(e) if e.kind == ErrorKind::ShuttingDown => {
+                // The gateway stopped it (shutting down, or its own size limit): the backend is
+                // not blamed (the dropped attempt is cancelled), and nothing else is tried.
+                Err(e) if e.kind.fault() == crate::error::Fault::Gateway => {
+                    if e.kind == ErrorKind::ResponseTooLarge {
+                        log::warn!(
+                            "request {}: backend {}/{}: {}",
+                            p.request_id,
+                            provider.id,
+                            backend.model,
+                            e.message
+                        );
+                    }
                     last = Some(e);
                     break;
                 }

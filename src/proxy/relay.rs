@@ -267,7 +267,8 @@ async fn relay_events(
             last_event_end(&pending).unwrap_or(0)
         };
         // An SSE event may not grow without bound while it is held back: before the first
-        // byte that is a broken upstream (fail over); after it, what has arrived is sent as is.
+        // byte the request fails with Berry's limit named; after it, what has arrived is sent
+        // as is.
         if upto == 0 && pending.len() > ctx.buffer_bytes_max {
             if !committed {
                 return broken(w, Break::EventTooLarge, committed, plan, ctx).await;
@@ -373,7 +374,7 @@ impl Break {
                 format!("the upstream sent a malformed body: {what}"),
             ),
             Break::EventTooLarge => (
-                ErrorKind::UpstreamFailed,
+                ErrorKind::ResponseTooLarge,
                 "the upstream sent an SSE event larger than response_buffer_bytes_max".to_string(),
             ),
             Break::NoDone => (
@@ -427,17 +428,27 @@ async fn broken(
 ) -> Result<Relayed, GatewayError> {
     if !committed {
         w.out.clear();
-        // Another backend would be cut the same way: a stopping gateway answers now.
-        let retryable = !matches!(brk, Break::Shutdown);
+        // Another backend would be cut the same way: a stopping gateway answers now, and
+        // Berry's own size limit would stop the next answer too.
+        let retryable = !matches!(brk, Break::Shutdown | Break::EventTooLarge);
         return Err(brk.into_error(retryable));
     }
     let err = brk.into_error(false);
-    log::warn!(
-        "request {}: backend {}: answer broken after its first byte: {}",
-        ctx.request_id,
-        ctx.backend,
-        err.message
-    );
+    if err.kind == ErrorKind::ShuttingDown {
+        log::warn!(
+            "request {}: answer from backend {} cut after its first byte: {}",
+            ctx.request_id,
+            ctx.backend,
+            err.message
+        );
+    } else {
+        log::warn!(
+            "request {}: backend {}: answer broken after its first byte: {}",
+            ctx.request_id,
+            ctx.backend,
+            err.message
+        );
+    }
     if plan.sse {
         let mut event = Vec::with_capacity(160);
         event.extend_from_slice(b"data: ");

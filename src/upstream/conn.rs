@@ -8,13 +8,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio_rustls::ClientTlsStream;
 use rustls::pki_types::ServerName;
+
+use crate::timer::Timer;
 
 /// Initial capacity of a connection's read buffer; grows for large heads, shrinks never.
 const READ_BUF_BYTES: usize = 16 * 1024;
@@ -58,11 +60,14 @@ impl Drop for Live {
 }
 
 impl UpConn {
-    /// Connects to `addr` within `timeout`; performs the TLS handshake when `tls` is given.
+    /// Connects to `addr` by `deadline`; performs the TLS handshake when `tls` is given. Runs on
+    /// the connection's (cuttable) timer, so a stopping shard ends a slow connect or handshake
+    /// like any other upstream wait.
     pub async fn connect(
         addr: SocketAddr,
         tls: Option<(&Arc<rustls::ClientConfig>, &ServerName<'static>)>,
-        timeout: Duration,
+        timer: &Timer,
+        deadline: Instant,
     ) -> io::Result<UpConn> {
         let fut = async {
             let tcp = TcpStream::connect_addr(addr).await?;
@@ -80,7 +85,7 @@ impl UpConn {
             };
             Ok::<_, io::Error>(io)
         };
-        match monoio::time::timeout(timeout, fut).await {
+        match timer.run(deadline, fut).await {
             Ok(Ok(io)) => Ok(UpConn {
                 io,
                 buf: Vec::with_capacity(READ_BUF_BYTES),

@@ -62,10 +62,34 @@ pub async fn send(
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
-            None => connect(shard, provider, route, connect_timeout.min(left(deadline)?)).await?,
+            None => {
+                let timeout = connect_timeout.min(left(deadline)?);
+                connect(shard, provider, route, timer, timeout).await?
+            }
         };
-        let (res, buf) = conn.write_all(std::mem::take(req)).await;
-        *req = buf;
+        // An upstream that stops reading would hold a large body's write forever: the write
+        // gets the same bound as the wait for the answer that follows it.
+        let write_wait = route
+            .first_byte_timeout
+            .min(deadline.saturating_duration_since(now));
+        let res = match timer
+            .run(now + write_wait, conn.write_all(std::mem::take(req)))
+            .await
+        {
+            Ok((res, buf)) => {
+                *req = buf;
+                res
+            }
+            Err(_) => {
+                return Err(GatewayError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "the upstream did not take the request within {} ms",
+                        write_wait.as_millis()
+                    ),
+                ))
+            }
+        };
         if let Err(e) = res {
             if reused {
                 shard.recorder.borrow_mut().stale_retry(provider);
@@ -136,6 +160,7 @@ async fn connect(
     shard: &Shard,
     provider: usize,
     route: &ProviderRoute,
+    timer: &Timer,
     timeout: Duration,
 ) -> Result<UpConn, GatewayError> {
     let addrs = shard.addresses(provider);
@@ -151,7 +176,7 @@ async fn connect(
         let started = Instant::now();
         // Boxed: the TLS handshake future is large and rare; inline it would be copied
         // around with every request's future.
-        let result = Box::pin(UpConn::connect(addr, tls, timeout)).await;
+        let result = Box::pin(UpConn::connect(addr, tls, timer, started + timeout)).await;
         shard.recorder.borrow_mut().connect(ConnectEvent {
             provider: provider as u32,
             ok: result.is_ok(),
@@ -162,6 +187,9 @@ async fn connect(
                 c.live = Live::enter(&shard.upstream_open, provider);
                 return Ok(c);
             }
+            // A stopping shard cut the wait: the next address would be cut the same way, and
+            // none of this is the upstream's failure to log.
+            Err(_) if shard.drain_expired.get() => break,
             Err(e) => {
                 // The full reason (e.g. a TLS certificate error) goes to the log only; clients
                 // get the kind, never addresses.

@@ -102,4 +102,34 @@ both_drivers! {
         let line = log_line(&log.path, "\"status\":503");
         assert!(line.contains("shutting_down"), "{line}");
     }
+
+    fn a_tls_handshake_that_never_finishes_is_cut_when_the_drain_times_out(driver) {
+        // beta accepts TCP and then says nothing: the TLS handshake waits on it.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let (s, _) = silent.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(4));
+            drop(s);
+        });
+        let a = upstream(|_| json_reply(200, "{}"));
+        let toml = config_two(a.addr, a.addr, "")
+            .replace(&format!("base_url = \"http://{}/v1\"", a.addr), &format!("base_url = \"https://localhost:{port}/v1\""))
+            .replace("[settings]\n", "[settings]\nconnect_timeout_ms = 10000\n")
+            + "[server]\ndrain_timeout_ms = 200\n";
+        assert!(toml.contains("https://localhost"), "{toml}");
+        let gw = gateway(&toml, driver);
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(&post("/v1/chat/completions", r#"{"model":"gpt-test","backend":"beta"}"#)).unwrap();
+        std::thread::sleep(Duration::from_millis(150)); // the handshake has begun
+        let rest = rest_of(s);
+        let stop = Instant::now();
+        drop(gw);
+        let answer = rest.join().unwrap();
+        assert!(stop.elapsed() < Duration::from_secs(3), "the drain is bounded");
+        assert!(answer.starts_with("HTTP/1.1 503"), "the waiting request is answered: {answer}");
+        assert!(answer.contains("\"code\":\"shutting_down\""), "{answer}");
+        assert_eq!(a.count(), 0, "a stopping gateway does not fail over");
+        held.join().unwrap();
+    }
 }

@@ -56,6 +56,32 @@ both_drivers! {
         assert!(start.elapsed() < Duration::from_secs(8));
     }
 
+    fn an_upstream_that_stops_reading_the_request_times_out(driver) {
+        // alpha accepts and never reads: a large body fills the socket buffers and the write
+        // waits. It is bounded like the wait for the answer (first_byte_timeout_ms = 1500).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = std::thread::spawn(move || {
+            let (s, _) = silent.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(s);
+        });
+        let good = upstream(|_| json_reply(200, r#"{"ok":1}"#));
+        let toml = config_two(addr, good.addr, "") + "[server]\nbody_bytes_max = 33554432\n";
+        let gw = gateway(&toml, driver);
+        let filler = "x".repeat(24 << 20);
+        let body = format!(r#"{{"model":"gpt-test","backend":"alpha","messages":[],"pad":"{filler}"}}"#);
+        let start = Instant::now();
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", &body));
+        let took = start.elapsed();
+        let v = r.assert_error(504);
+        assert_eq!(v["error"]["code"], "upstream_timeout");
+        assert!(v["error"]["message"].as_str().unwrap().contains("did not take the request"), "{v}");
+        assert!(took < Duration::from_secs(5), "bounded by first_byte_timeout_ms, took {took:?}");
+        assert_eq!(good.count(), 0, "the request named its backend");
+        held.join().unwrap();
+    }
+
     fn client_errors_are_passed_through_not_retried(driver) {
         for status in [400u16, 401, 403, 404, 413, 422] {
             let a = upstream(move |_| json_reply(status, r#"{"error":{"message":"upstream says no"}}"#));

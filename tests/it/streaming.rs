@@ -151,6 +151,23 @@ both_drivers! {
         }
     }
 
+    fn an_event_over_the_buffer_limit_before_the_first_byte_is_berrys_limit_not_a_failover(driver) {
+        // One event of 96 KiB against a 64 KiB limit, on both backends: failing over would
+        // only meet the limit again.
+        let big = format!("data: {{\"x\":\"{}\"}}", "y".repeat(96 * 1024));
+        let reply = move |_: &Seen| Reply::Raw(sse(&[big.as_str(), "\n\ndata: [DONE]\n\n"], true));
+        let a = upstream(reply.clone());
+        let b = upstream(reply);
+        let toml = config_two(a.addr, b.addr, "")
+            .replace("[settings]\n", "[settings]\nresponse_buffer_bytes_max = 65536\n");
+        let gw = gateway(&toml, driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"gpt-test","stream":true}"#));
+        let v = r.assert_error(502);
+        assert_eq!(v["error"]["code"], "response_too_large");
+        assert_eq!(r.header("x-berry-error"), Some("response_too_large"));
+        assert_eq!(a.count() + b.count(), 1, "no failover");
+    }
+
     fn a_client_that_stops_reading_is_dropped_and_the_backend_not_blamed(driver) {
         // A fast, long stream: 400 events of 32 KiB, far more than the sockets can buffer.
         let mut pieces = vec![SSE_HEAD.as_bytes().to_vec()];
