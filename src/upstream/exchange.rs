@@ -4,6 +4,7 @@
 //! pools; when it fails before any response byte, the request is sent once more on a fresh
 //! connection. That retry is not a failover: the same backend, the same attempt.
 
+use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -67,48 +68,12 @@ pub async fn send(
                 connect(shard, provider, route, timer, timeout).await?
             }
         };
-        // An upstream that stops reading would hold a large body's write forever: the write
-        // gets the same bound as the wait for the answer that follows it.
-        let write_wait = route
-            .first_byte_timeout
-            .min(deadline.saturating_duration_since(now));
-        let res = match timer
-            .run(now + write_wait, conn.write_all(std::mem::take(req)))
-            .await
-        {
-            Ok((res, buf)) => {
-                *req = buf;
-                res
-            }
-            Err(_) => {
-                return Err(GatewayError::upstream(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "the upstream did not take the request within {} ms",
-                        write_wait.as_millis()
-                    ),
-                ))
-            }
-        };
-        if let Err(e) = res {
-            if reused {
-                shard.recorder.borrow_mut().stale_retry(provider);
-                fresh_only = true;
-                continue;
-            }
-            return Err(GatewayError::upstream(
-                ErrorKind::UpstreamFailed,
-                format!("sending the request failed: {}", e.kind()),
-            ));
-        }
-        if reused {
-            // The first-byte wait starts once the request is written; a large body to a slow
-            // upstream takes a while, which the shard's coarse clock sees (to a tick) for free.
-            now = now.max(timer.now());
-        } else {
+        if !reused {
             // Connecting took time of its own.
             now = Instant::now();
         }
+        // One bound from the start of sending to the response head: an upstream that stops
+        // reading a large body times out too, and a request arms its timer once.
         let wait = route
             .first_byte_timeout
             .min(deadline.saturating_duration_since(now));
@@ -120,20 +85,45 @@ pub async fn send(
                 )
             }));
         }
-        let written = now;
-        match read_head(&mut conn, timer, now + wait, limits).await {
-            Ok(head) => {
-                return Ok((conn, head));
+        // When the request was written (the shard's coarse clock: to a tick, for free).
+        let written: Cell<Option<Instant>> = Cell::new(None);
+        let exchanged = timer
+            .run(now + wait, async {
+                let (res, buf) = conn.write_all(std::mem::take(req)).await;
+                *req = buf;
+                res.map_err(|e| HeadFailure::Write(e.kind()))?;
+                written.set(Some(timer.now()));
+                read_head(&mut conn, limits).await
+            })
+            .await;
+        match exchanged {
+            Ok(Ok(head)) => return Ok((conn, head)),
+            // A pooled connection the upstream had already closed fails at once: the write, or
+            // the read right after it. One that dies later was closed while working on the
+            // request: sending it again could run it twice, so that is an ordinary (recorded)
+            // failure instead.
+            Ok(Err(HeadFailure::Write(_))) if reused => {
+                shard.recorder.borrow_mut().stale_retry(provider);
+                fresh_only = true;
             }
-            // A pooled connection the upstream had already closed fails at once. One that dies
-            // later was closed while working on the request: sending it again could run it
-            // twice, so that is an ordinary (recorded) failure instead.
-            Err(HeadFailure::ClosedEarly) if reused && written.elapsed() < STALE_WINDOW => {
+            Ok(Err(HeadFailure::ClosedEarly))
+                if reused && written.get().is_some_and(|t| t.elapsed() < STALE_WINDOW) =>
+            {
                 shard.recorder.borrow_mut().stale_retry(provider);
                 fresh_only = true;
                 now = Instant::now();
             }
-            Err(f) => return Err(f.into_error(wait)),
+            Ok(Err(f)) => return Err(f.into_error(wait)),
+            Err(_) if written.get().is_none() => {
+                return Err(GatewayError::upstream(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "the upstream did not take the request within {} ms",
+                        wait.as_millis()
+                    ),
+                ))
+            }
+            Err(_) => return Err(HeadFailure::TimedOut.into_error(wait)),
         }
     }
 }
@@ -215,6 +205,8 @@ async fn connect(
 }
 
 enum HeadFailure {
+    /// Writing the request failed.
+    Write(io::ErrorKind),
     /// EOF or reset before a single response byte: typical of a stale pooled connection.
     ClosedEarly,
     /// EOF inside the response head: cut short, not garbled.
@@ -227,6 +219,10 @@ enum HeadFailure {
 impl HeadFailure {
     fn into_error(self, wait: Duration) -> GatewayError {
         match self {
+            HeadFailure::Write(kind) => GatewayError::upstream(
+                ErrorKind::UpstreamFailed,
+                format!("sending the request failed: {kind}"),
+            ),
             HeadFailure::ClosedEarly => GatewayError::upstream(
                 ErrorKind::UpstreamFailed,
                 "the upstream closed the connection without answering",
@@ -254,12 +250,8 @@ impl HeadFailure {
     }
 }
 
-async fn read_head(
-    conn: &mut UpConn,
-    timer: &Timer,
-    deadline: Instant,
-    limits: &HeadLimits,
-) -> Result<ResponseHead, HeadFailure> {
+/// Reads until a final response head has arrived; the caller bounds the wait.
+async fn read_head(conn: &mut UpConn, limits: &HeadLimits) -> Result<ResponseHead, HeadFailure> {
     let mut got_any = !conn.buf.is_empty();
     loop {
         if !conn.buf.is_empty() {
@@ -274,11 +266,11 @@ async fn read_head(
                 Err(e) => return Err(HeadFailure::Malformed(e.to_string())),
             }
         }
-        match timer.run(deadline, conn.read_more()).await {
-            Ok(Ok(0)) if !got_any => return Err(HeadFailure::ClosedEarly),
-            Ok(Ok(0)) => return Err(HeadFailure::CutShort),
-            Ok(Ok(_)) => got_any = true,
-            Ok(Err(e))
+        match conn.read_more().await {
+            Ok(0) if !got_any => return Err(HeadFailure::ClosedEarly),
+            Ok(0) => return Err(HeadFailure::CutShort),
+            Ok(_) => got_any = true,
+            Err(e)
                 if !got_any
                     && matches!(
                         e.kind(),
@@ -287,8 +279,7 @@ async fn read_head(
             {
                 return Err(HeadFailure::ClosedEarly)
             }
-            Ok(Err(e)) => return Err(HeadFailure::Io(e.kind())),
-            Err(_) => return Err(HeadFailure::TimedOut),
+            Err(e) => return Err(HeadFailure::Io(e.kind())),
         }
     }
 }
