@@ -487,7 +487,7 @@ fn frame(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
 
 /// Returns a connection to the pool when its response was read to the end.
 fn release(shard: &Shard, provider: usize, conn: UpConn, reusable: bool) {
-    if reusable && conn.buf.is_empty() {
+    if reusable && !conn.request_cut && conn.buf.is_empty() {
         shard
             .pool
             .borrow_mut()

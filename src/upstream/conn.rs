@@ -32,6 +32,9 @@ pub struct UpConn {
     pub buf: Vec<u8>,
     /// Counts this connection among its shard's open connections to the provider.
     pub live: Option<Live>,
+    /// The request was not written whole (the upstream answered early and stopped reading):
+    /// the connection cannot carry another one.
+    pub request_cut: bool,
 }
 
 /// One open connection in a per-provider gauge; leaves it when dropped, so every way a
@@ -90,6 +93,7 @@ impl UpConn {
                 io,
                 buf: Vec::with_capacity(READ_BUF_BYTES),
                 live: None,
+                request_cut: false,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),

@@ -91,7 +91,23 @@ pub async fn send(
             .run(now + wait, async {
                 let (res, buf) = conn.write_all(std::mem::take(req)).await;
                 *req = buf;
-                res.map_err(|e| HeadFailure::Write(e.kind()))?;
+                if let Err(e) = res {
+                    conn.request_cut = true;
+                    if reused {
+                        // Most likely closed while idle; whatever it holds was not an answer to
+                        // this request. Sent again on a fresh connection, below.
+                        return Err(HeadFailure::Write(e.kind()));
+                    }
+                    // An upstream may answer before it has read the whole body (a 413 from a
+                    // size limit) and close: that answer is still queued on the socket, and it
+                    // is the real one. Only a connection that answered nothing failed.
+                    return match read_head(&mut conn, limits).await {
+                        Err(HeadFailure::ClosedEarly | HeadFailure::Io(_)) => {
+                            Err(HeadFailure::Write(e.kind()))
+                        }
+                        answered => answered,
+                    };
+                }
                 written.set(Some(timer.now()));
                 read_head(&mut conn, limits).await
             })
@@ -161,12 +177,22 @@ async fn connect(
         ));
     }
     let tls = route.tls.as_ref().map(|(cfg, name)| (cfg, name));
-    let mut last = io::Error::other("no address");
+    let mut last = io::Error::new(io::ErrorKind::TimedOut, "no time left");
+    // One budget for every address a name resolves to, so the attempt never outruns it.
+    let deadline = Instant::now() + timeout;
     for addr in addrs {
         let started = Instant::now();
+        if started >= deadline {
+            break;
+        }
         // Boxed: the TLS handshake future is large and rare; inline it would be copied
         // around with every request's future.
-        let result = Box::pin(UpConn::connect(addr, tls, timer, started + timeout)).await;
+        let result = Box::pin(UpConn::connect(addr, tls, timer, deadline)).await;
+        if result.is_err() && shard.drain_expired.get() {
+            // A stopping shard cut the wait: the next address would be cut the same way, and
+            // none of this is the upstream's failure to count or log.
+            break;
+        }
         shard.recorder.borrow_mut().connect(ConnectEvent {
             provider: provider as u32,
             ok: result.is_ok(),
@@ -177,9 +203,6 @@ async fn connect(
                 c.live = Live::enter(&shard.upstream_open, provider);
                 return Ok(c);
             }
-            // A stopping shard cut the wait: the next address would be cut the same way, and
-            // none of this is the upstream's failure to log.
-            Err(_) if shard.drain_expired.get() => break,
             Err(e) => {
                 // The full reason (e.g. a TLS certificate error) goes to the log only; clients
                 // get the kind, never addresses.
@@ -270,14 +293,21 @@ async fn read_head(conn: &mut UpConn, limits: &HeadLimits) -> Result<ResponseHea
             Ok(0) if !got_any => return Err(HeadFailure::ClosedEarly),
             Ok(0) => return Err(HeadFailure::CutShort),
             Ok(_) => got_any = true,
+            // TLS peers often close idle connections without `close_notify`, which rustls
+            // reports as an unexpected EOF: for a stale connection, the same as a plain close.
             Err(e)
                 if !got_any
                     && matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::UnexpectedEof
                     ) =>
             {
                 return Err(HeadFailure::ClosedEarly)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(HeadFailure::CutShort)
             }
             Err(e) => return Err(HeadFailure::Io(e.kind())),
         }

@@ -82,6 +82,42 @@ both_drivers! {
         held.join().unwrap();
     }
 
+    fn an_early_answer_from_an_upstream_that_stops_reading_the_body_is_relayed(driver) {
+        // A size limit upstream: it answers 413 after the head, closes without reading the
+        // body, and Berry's write fails. Its answer, not a 502 and a failover, is the result.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, Write};
+                    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let body = r#"{"error":{"message":"request too large","code":"request_too_large"}}"#;
+                    let _ = s.write_all(format!(
+                        "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()).as_bytes());
+                    std::thread::sleep(Duration::from_millis(50));
+                });
+            }
+        });
+        let good = upstream(|_| json_reply(200, r#"{"ok":1}"#));
+        let toml = config_two(addr, good.addr, "") + "[server]\nbody_bytes_max = 33554432\n";
+        let gw = gateway(&toml, driver);
+        let filler = "x".repeat(24 << 20);
+        let body = format!(r#"{{"model":"gpt-test","backend":"alpha","messages":[],"pad":"{filler}"}}"#);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", &body));
+        assert_eq!(r.status, 413, "the upstream's own answer: {}", r.text());
+        assert!(r.text().contains("request_too_large"), "{}", r.text());
+        assert_eq!(r.header("x-berry-error"), None, "relayed, not Berry's");
+    }
+
     fn client_errors_are_passed_through_not_retried(driver) {
         for status in [400u16, 401, 403, 404, 413, 422] {
             let a = upstream(move |_| json_reply(status, r#"{"error":{"message":"upstream says no"}}"#));

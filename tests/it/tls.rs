@@ -250,6 +250,46 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
+/// Serves one JSON answer, then drops the connection without `close_notify` (a bare TCP FIN),
+/// as many servers close idle keep-alive connections.
+fn serve_tls_once_then_drop(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>, obs: Observed) {
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let conn = rustls::ServerConnection::new(cfg).unwrap();
+    let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 {
+            return;
+        }
+        let h = h.trim_end().to_ascii_lowercase();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    if r.read_exact(&mut body).is_err() {
+        return;
+    }
+    obs.requests.lock().unwrap().push(Default::default());
+    let w = r.get_mut();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        JSON_BODY.len()
+    );
+    let _ = w
+        .write_all(head.as_bytes())
+        .and_then(|_| w.write_all(JSON_BODY.as_bytes()))
+        .and_then(|_| w.flush());
+}
+
 const CHAT: &str = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#;
 const STREAM: &str = r#"{"model":"gpt-test","stream":true,"messages":[]}"#;
 
@@ -333,5 +373,30 @@ both_drivers! {
         // The shard survived: the next request is answered too.
         let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
         r.assert_error(502);
+    }
+
+    fn a_pooled_tls_connection_closed_without_close_notify_is_retried_as_stale(driver) {
+        let pki = pki();
+        let ca = temp_file("ca.pem", &pki.ca_pem);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let obs = Observed::default();
+        let (o2, cfg) = (obs.clone(), pki.server.clone());
+        thread::spawn(move || {
+            for stream in l.incoming() {
+                let Ok(stream) = stream else { return };
+                o2.conns.fetch_add(1, Ordering::SeqCst);
+                let (cfg, o) = (cfg.clone(), o2.clone());
+                thread::spawn(move || serve_tls_once_then_drop(stream, cfg, o));
+            }
+        });
+        let gw = gateway(&https_config(addr.port(), Some(&ca.path)), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        assert_eq!(r.status, 200, "{}", r.text());
+        thread::sleep(Duration::from_millis(200)); // the upstream has closed the pooled connection
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
+        assert_eq!(r.status, 200, "sent again on a fresh connection: {}", r.text());
+        assert_eq!(obs.requests.lock().unwrap().len(), 2);
+        assert_eq!(obs.conns.load(Ordering::SeqCst), 2);
     }
 }
