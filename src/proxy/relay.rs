@@ -15,7 +15,7 @@ use crate::http::encode::{
     write_chunk, write_content_length, write_header, write_status_line, LAST_CHUNK,
 };
 use crate::http::head::{connection_tokens, is_hop_by_hop, ResponseBody, ResponseHead};
-use crate::http::sse::last_event_end;
+use crate::http::sse::{first_event_end, last_event_end};
 use crate::server::conn::ClientWriter;
 use crate::shard::Shard;
 use crate::upstream::conn::UpConn;
@@ -231,6 +231,9 @@ async fn relay_events(
     let mut committed = false;
     let mut saw_done = false;
     let mut finished = false;
+    // What was sent ends inside an event (a stream's unterminated tail, or an event sent
+    // unfinished for its size): an in-band error must first close it.
+    let mut open_event = false;
     loop {
         // Move whatever payload has arrived into `pending`.
         let used = match &mut source {
@@ -248,8 +251,8 @@ async fn relay_events(
                         used
                     }
                     Err(e) => {
-                        return broken(w, Break::Malformed(e.to_string()), committed, plan, ctx)
-                            .await
+                        let brk = Break::Malformed(e.to_string());
+                        return broken(w, brk, committed, open_event, plan, ctx).await;
                     }
                 }
             }
@@ -269,16 +272,34 @@ async fn relay_events(
         // An SSE event may not grow without bound while it is held back: before the first
         // byte the request fails with Berry's limit named; after it, what has arrived is sent
         // as is.
-        if upto == 0 && pending.len() > ctx.buffer_bytes_max {
+        let held = if committed || !plan.sse || upto == 0 {
+            pending.len()
+        } else {
+            first_event_end(&pending).unwrap_or(upto)
+        };
+        let mut cut_event = false;
+        if (upto == 0 || !committed) && held > ctx.buffer_bytes_max && plan.sse {
             if !committed {
-                return broken(w, Break::EventTooLarge, committed, plan, ctx).await;
+                return broken(w, Break::EventTooLarge, false, false, plan, ctx).await;
             }
             upto = pending.len();
+            cut_event = true;
         }
         if upto > 0 || finished {
             let events = &pending[..upto];
             if plan.done_check && !saw_done {
                 saw_done = crate::http::sse::has_done_event(events);
+            }
+            if finished && plan.done_check && !saw_done && !committed {
+                // Ended without its last event before anything was sent: as broken as a cut
+                // connection, and another backend may still answer whole.
+                return broken(w, Break::NoDone, false, false, plan, ctx).await;
+            }
+            if upto > 0 {
+                // Unless cut for its size or the stream's unterminated tail, what is sent ends
+                // at an event boundary by construction.
+                open_event =
+                    cut_event || (finished && plan.sse && last_event_end(events) != Some(upto));
             }
             if ctx.strip_usage && plan.sse {
                 stripped.clear();
@@ -302,7 +323,7 @@ async fn relay_events(
             }
             if finished {
                 if plan.done_check && !saw_done {
-                    return broken(w, Break::NoDone, committed, plan, ctx).await;
+                    return broken(w, Break::NoDone, committed, open_event, plan, ctx).await;
                 }
                 if plan.framing == Framing::Chunked {
                     w.out.extend_from_slice(LAST_CHUNK);
@@ -316,12 +337,14 @@ async fn relay_events(
         }
 
         if shard.drain_expired.get() {
-            return broken(w, Break::Shutdown, committed, plan, ctx).await;
+            return broken(w, Break::Shutdown, committed, open_event, plan, ctx).await;
         }
         match read_some(&mut conn, ctx).await {
             Ok(()) => {}
             Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
-            Err(brk) => return broken(w, cut_or(shard, brk), committed, plan, ctx).await,
+            Err(brk) => {
+                return broken(w, cut_or(shard, brk), committed, open_event, plan, ctx).await
+            }
         }
     }
 }
@@ -423,6 +446,7 @@ async fn broken(
     w: &mut ClientWriter,
     brk: Break,
     committed: bool,
+    open_event: bool,
     plan: &StreamPlan,
     ctx: &RelayCtx<'_>,
 ) -> Result<Relayed, GatewayError> {
@@ -451,6 +475,10 @@ async fn broken(
     }
     if plan.sse {
         let mut event = Vec::with_capacity(160);
+        if open_event {
+            // Ends the unfinished event first, so the error is an event of its own.
+            event.extend_from_slice(b"\n\n");
+        }
         event.extend_from_slice(b"data: ");
         err.write_body(&mut event);
         event.extend_from_slice(b"\n\n");

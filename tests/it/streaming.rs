@@ -105,13 +105,55 @@ both_drivers! {
     fn stream_without_done_is_reported_as_broken(driver) {
         // The second stream carries the text `[DONE]` as content: that is not the end event.
         for event in ["data: {\"n\":1}\n\n", "data: {\"content\":\"[DONE]\"}\n\n"] {
+            // All at once: nothing was sent yet, so the client gets a real status.
             let a = upstream(move |_| Reply::Raw(sse(&[event], true)));
             let b = upstream(|_| json_reply(500, "{}"));
             let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
             let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+            let v = r.assert_error(502);
+            assert!(v["error"]["message"].as_str().unwrap().contains("without [DONE]"), "{v}");
+            // The first event sent, then the end: told in-band.
+            let mut first = SSE_HEAD.as_bytes().to_vec();
+            first.extend(chunk(event));
+            let a = upstream(move |_| Reply::Paced(vec![first.clone(), b"0\r\n\r\n".to_vec()], Duration::from_millis(100)));
+            let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+            let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+            assert_eq!(r.status, 200);
             assert!(!r.clean_end, "{event}");
+            assert!(r.text().starts_with(event), "{}", r.text());
             assert!(r.text().contains("without [DONE]"), "{}", r.text());
         }
+    }
+
+    fn a_stream_that_ends_before_its_first_whole_event_fails_over(driver) {
+        // alpha: half an event then a clean end, or no bytes at all; beta answers whole.
+        for tail in ["data: {\"partial\":", ""] {
+            let a = upstream(move |_| Reply::Raw(sse(&[tail], true)));
+            let b = upstream(|_| Reply::Raw(sse(&["data: {\"from\":\"b\"}\n\n", "data: [DONE]\n\n"], true)));
+            let gw = gateway(&config_two(a.addr, b.addr, ""), driver);
+            for _ in 0..12 {
+                let r = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"gpt-test","stream":true}"#));
+                assert_eq!(r.status, 200);
+                assert!(r.clean_end, "{tail:?}: {}", r.text());
+                assert_eq!(r.header("x-berry-backend"), Some("beta"), "{}", r.text());
+            }
+        }
+    }
+
+    fn an_error_after_an_unfinished_event_is_an_event_of_its_own(driver) {
+        let mut first = SSE_HEAD.as_bytes().to_vec();
+        first.extend(chunk("data: {\"n\":1}\n\n"));
+        let mut rest = chunk("data: {\"partial\":");
+        rest.extend(b"0\r\n\r\n");
+        let a = upstream(move |_| Reply::Paced(vec![first.clone(), rest.clone()], Duration::from_millis(100)));
+        let gw = gateway(&config_two(a.addr, a.addr, ""), driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert_eq!(r.status, 200);
+        assert!(!r.clean_end);
+        let text = r.text();
+        let (before, err) = text.split_once("\n\ndata: {\"error\"").expect("a separate error event");
+        assert_eq!(before, "data: {\"n\":1}\n\ndata: {\"partial\":", "{text}");
+        assert!(err.contains("without [DONE]"), "{text}");
     }
 
     fn stalled_stream_times_out_with_an_error_event(driver) {
@@ -152,20 +194,32 @@ both_drivers! {
     }
 
     fn an_event_over_the_buffer_limit_before_the_first_byte_is_berrys_limit_not_a_failover(driver) {
-        // One event of 96 KiB against a 64 KiB limit, on both backends: failing over would
-        // only meet the limit again.
-        let big = format!("data: {{\"x\":\"{}\"}}", "y".repeat(96 * 1024));
-        let reply = move |_: &Seen| Reply::Raw(sse(&[big.as_str(), "\n\ndata: [DONE]\n\n"], true));
-        let a = upstream(reply.clone());
-        let b = upstream(reply);
-        let toml = config_two(a.addr, b.addr, "")
+        // A first event of 96 KiB, or one just over the 64 KiB limit that ends inside the read
+        // that crossed it, on both backends: failing over would only meet the limit again.
+        for size in [96 * 1024, 65536 + 100] {
+            let big = format!("data: {{\"x\":\"{}\"}}", "y".repeat(size));
+            let reply = move |_: &Seen| Reply::Raw(sse(&[big.as_str(), "\n\ndata: [DONE]\n\n"], true));
+            let a = upstream(reply.clone());
+            let b = upstream(reply);
+            let toml = config_two(a.addr, b.addr, "")
+                .replace("[settings]\n", "[settings]\nresponse_buffer_bytes_max = 65536\n");
+            let gw = gateway(&toml, driver);
+            let r = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"gpt-test","stream":true}"#));
+            let v = r.assert_error(502);
+            assert_eq!(v["error"]["code"], "response_too_large", "{size}");
+            assert_eq!(r.header("x-berry-error"), Some("response_too_large"));
+            assert_eq!(a.count() + b.count(), 1, "no failover");
+        }
+        // Exactly at the limit (the event and its blank line) passes.
+        let fits = format!("data: {{\"x\":\"{}\"}}", "y".repeat(65536 - 16));
+        assert_eq!(fits.len() + 2, 65536);
+        let a = upstream(move |_| Reply::Raw(sse(&[fits.as_str(), "\n\ndata: [DONE]\n\n"], true)));
+        let toml = config_two(a.addr, a.addr, "")
             .replace("[settings]\n", "[settings]\nresponse_buffer_bytes_max = 65536\n");
         let gw = gateway(&toml, driver);
         let r = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"gpt-test","stream":true}"#));
-        let v = r.assert_error(502);
-        assert_eq!(v["error"]["code"], "response_too_large");
-        assert_eq!(r.header("x-berry-error"), Some("response_too_large"));
-        assert_eq!(a.count() + b.count(), 1, "no failover");
+        assert_eq!(r.status, 200);
+        assert!(r.clean_end);
     }
 
     fn a_client_that_stops_reading_is_dropped_and_the_backend_not_blamed(driver) {
