@@ -41,7 +41,7 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     /// Request head larger than `header_bytes_max` or too many headers.
     HeadersTooLarge,
-    /// A request feature we do not implement (e.g. a transfer coding other than chunked).
+    /// A request feature we do not implement (a transfer coding besides chunked).
     NotImplemented,
     /// HTTP version other than 1.0/1.1.
     VersionNotSupported,

@@ -79,10 +79,12 @@ pub enum HeadError {
     /// upstream).
     Malformed(&'static str),
     /// Framing headers that could let two parsers disagree on where the body ends (400; 502
-    /// upstream). Requests with a transfer coding other than a lone `chunked` land here too: 400
-    /// rather than 501, because the client can always resend with plain chunked and 501 would
-    /// invite retries of the same bytes.
+    /// upstream), including a request whose last transfer coding is not `chunked` (RFC 9112
+    /// §6.3: its length cannot be determined).
     BadFraming(&'static str),
+    /// A request body under a transfer coding besides `chunked` (e.g. `gzip, chunked`): framed
+    /// soundly, but Berry could not read the JSON inside (501, RFC 9112 §6.1).
+    UnsupportedCoding,
     /// A well-formed `HTTP/x.y` other than 1.0/1.1, e.g. the HTTP/2 preface (505).
     UnsupportedVersion,
 }
@@ -95,6 +97,7 @@ impl std::fmt::Display for HeadError {
             HeadError::Malformed(what) => write!(f, "malformed head: {what}"),
             HeadError::BadFraming(what) => write!(f, "bad framing: {what}"),
             HeadError::UnsupportedVersion => f.write_str("unsupported HTTP version"),
+            HeadError::UnsupportedCoding => f.write_str("unsupported transfer coding"),
         }
     }
 }
@@ -284,10 +287,13 @@ pub fn parse_request_into(
                 "both content-length and transfer-encoding",
             ));
         }
-        if !facts.chunked_final || facts.other_codings {
+        if !facts.chunked_final {
             return Err(HeadError::BadFraming(
-                "request transfer-encoding other than chunked",
+                "request transfer-encoding that does not end with chunked",
             ));
+        }
+        if facts.other_codings {
+            return Err(HeadError::UnsupportedCoding);
         }
         RequestBody::Chunked
     } else {

@@ -279,6 +279,11 @@ fn head_error(e: HeadError) -> GatewayError {
             ErrorKind::BadRequest,
             format!("bad message framing: {what}"),
         ),
+        HeadError::UnsupportedCoding => GatewayError::new(
+            ErrorKind::NotImplemented,
+            "request transfer codings other than chunked are not supported; send the body \
+             plain or chunked",
+        ),
         HeadError::UnsupportedVersion => GatewayError::new(
             ErrorKind::VersionNotSupported,
             "only HTTP/1.0 and HTTP/1.1 are supported",

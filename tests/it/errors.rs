@@ -68,6 +68,13 @@ both_drivers! {
         send_raw(gw.addr, raw.as_bytes()).assert_error(415);
         let raw = format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n\r\n");
         send_raw(gw.addr, raw.as_bytes()).assert_error(411);
+        // A coding besides chunked is sound framing Berry cannot read (501); one that does not
+        // end with chunked leaves the length unknown (400).
+        let coded = |te: &str| format!("POST /v1/chat/completions HTTP/1.1\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ntransfer-encoding: {te}\r\n\r\n0\r\n\r\n");
+        let v = send_raw(gw.addr, coded("gzip, chunked").as_bytes()).assert_error(501);
+        assert_eq!(v["error"]["code"], "not_implemented");
+        let v = send_raw(gw.addr, coded("gzip").as_bytes()).assert_error(400);
+        assert_eq!(v["error"]["code"], "bad_request");
     }
 
     fn oversized_body_and_headers(driver) {
