@@ -34,14 +34,19 @@ const PREFLIGHT_MAX_AGE_SECS: u64 = 86_400;
 /// What one request's answer owes the page that sent it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Cors<'r> {
-    /// No `Origin`, or a path outside the OpenAI API: the answer is what it would be without
-    /// CORS, byte for byte.
+    /// No `Origin` (with `*` or CORS off), or a path outside the OpenAI API: the answer is
+    /// what it would be without CORS, byte for byte.
     #[default]
     None,
-    /// An origin the list does not name, or any origin with CORS off (`[]`): no CORS headers,
-    /// and an upstream's own `access-control-*` headers are dropped, so they cannot grant what
-    /// the operator refused.
+    /// No `Origin`, with a list of origins: no CORS headers, but `vary: Origin`, so a cache
+    /// never hands this answer to a page the list allows (it would lack their grant), and an
+    /// upstream's own `access-control-*` headers are dropped as for any listed answer.
+    Varies,
+    /// Any origin with CORS off (`[]`): no CORS headers, and an upstream's own
+    /// `access-control-*` headers are dropped, so they cannot grant what the operator refused.
     Refused,
+    /// An origin the list does not name: as `Refused`, with `vary: Origin`.
+    NotListed,
     /// An allowed origin; the value of `access-control-allow-origin`: `*`, or the origin
     /// itself (entries are stored as browsers send them, so this equals the request's bytes).
     Allowed(&'r str),
@@ -51,7 +56,10 @@ impl<'r> Cors<'r> {
     /// The decision for a request on an OpenAI API path.
     pub fn of(origins: &'r CorsOrigins, head: &RequestHead, buf: &[u8]) -> Cors<'r> {
         let Some(origin) = head.origin(buf) else {
-            return Cors::None;
+            return match origins {
+                CorsOrigins::Only(_) => Cors::Varies,
+                _ => Cors::None,
+            };
         };
         match origins {
             CorsOrigins::Off => Cors::Refused,
@@ -59,7 +67,7 @@ impl<'r> Cors<'r> {
             CorsOrigins::Only(list) => list
                 .iter()
                 .find(|o| o.as_bytes() == origin)
-                .map_or(Cors::Refused, |o| Cors::Allowed(o)),
+                .map_or(Cors::NotListed, |o| Cors::Allowed(o)),
         }
     }
 
@@ -69,11 +77,16 @@ impl<'r> Cors<'r> {
         self != Cors::None
     }
 
-    /// Appends the lines every answer to an allowed origin carries, preflights aside.
+    /// Appends the lines every answer to an allowed origin carries, preflights aside, and
+    /// `vary: Origin` wherever a list decided.
     pub fn write(self, out: &mut Vec<u8>) {
-        if let Cors::Allowed(origin) = self {
-            write_allow_origin(out, origin);
-            write_header(out, b"access-control-expose-headers", EXPOSE_HEADERS);
+        match self {
+            Cors::Allowed(origin) => {
+                write_allow_origin(out, origin);
+                write_header(out, b"access-control-expose-headers", EXPOSE_HEADERS);
+            }
+            Cors::Varies | Cors::NotListed => write_header(out, b"vary", b"Origin"),
+            Cors::Refused | Cors::None => {}
         }
     }
 }
@@ -138,17 +151,18 @@ mod tests {
         assert_eq!(decide(&only, app), Cors::Allowed("https://app.example"));
         assert_eq!(
             decide(&only, "origin: https://evil.example\r\n"),
-            Cors::Refused
+            Cors::NotListed
         );
         assert_eq!(
             decide(&only, "origin: https://app.example.evil\r\n"),
-            Cors::Refused
+            Cors::NotListed
         );
-        assert_eq!(decide(&only, &format!("{app}{app}")), Cors::Refused);
+        assert_eq!(decide(&only, &format!("{app}{app}")), Cors::NotListed);
         assert_eq!(decide(&CorsOrigins::Off, app), Cors::Refused);
-        for origins in [&CorsOrigins::Any, &only, &CorsOrigins::Off] {
+        for origins in [&CorsOrigins::Any, &CorsOrigins::Off] {
             assert_eq!(decide(origins, ""), Cors::None);
         }
+        assert_eq!(decide(&only, ""), Cors::Varies);
     }
 
     #[test]
