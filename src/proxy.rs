@@ -442,6 +442,7 @@ async fn forward(
             let provider = &config.providers[backend.provider];
             let route = &routes.providers[backend.provider];
             build_request(&mut req, &mut scratch, route, p, &backend.model);
+            tally.begin_wait(now);
             let budget = Budget {
                 connect_timeout: settings.connect_timeout,
                 deadline,

@@ -430,6 +430,7 @@ async fn read_some(conn: &mut UpConn, ctx: &RelayCtx<'_>) -> Result<(), Break> {
     } else {
         (ctx.idle_timeout, Break::Stalled(ctx.idle_timeout))
     };
+    ctx.tally.begin_wait(before);
     let read = ctx.timer.run(before + wait, conn.read_more()).await;
     ctx.tally.wait(before.elapsed());
     match read {

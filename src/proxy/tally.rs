@@ -25,6 +25,9 @@ pub struct Tally {
     pub error: Cell<Option<ErrorKind>>,
     /// Time spent waiting on upstreams so far.
     pub upstream_wait: Cell<Duration>,
+    /// Start of the upstream wait in progress: counted up to the end if the request is dropped
+    /// during it (the client left), so that wait is not taken for Berry's overhead.
+    pub waiting_since: Cell<Option<Instant>>,
     /// When the first response byte was handed to the client, if before the end.
     pub first_byte: Cell<Option<Instant>>,
     pub usage: Cell<Option<Usage>>,
@@ -34,8 +37,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// An upstream wait begins (ended by [`Tally::wait`]).
+    pub fn begin_wait(&self, at: Instant) {
+        self.waiting_since.set(Some(at));
+    }
+
+    /// An upstream wait of `d` ended.
     pub fn wait(&self, d: Duration) {
         self.upstream_wait.set(self.upstream_wait.get() + d);
+        self.waiting_since.set(None);
     }
 
     /// Records the finished request: one event for the control thread, one access-log line.
@@ -77,7 +87,13 @@ impl Tally {
                     .unwrap_or(end)
                     .saturating_duration_since(started),
             ),
-            upstream_us: micros(self.upstream_wait.get()),
+            upstream_us: micros(
+                self.upstream_wait.get()
+                    + self
+                        .waiting_since
+                        .get()
+                        .map_or(Duration::ZERO, |t| end.saturating_duration_since(t)),
+            ),
             bytes_in: self.bytes_in.get(),
             bytes_out,
             usage: self.usage.get(),

@@ -434,11 +434,17 @@ impl Exporter {
         }) {
             s.record(h.duration.bounds_us, e.duration_us.into());
         }
-        if let Some(s) = self.ttfb.get(pair * 2 + usize::from(e.stream), || {
-            let stream = if e.stream { "true" } else { "false" };
-            h.ttfb
-                .series(&[("model", model), ("backend", backend), ("stream", stream)])
-        }) {
+        // A client that left before any byte (499) had no first byte to time.
+        let ttfb = (e.status != 499)
+            .then(|| {
+                self.ttfb.get(pair * 2 + usize::from(e.stream), || {
+                    let stream = if e.stream { "true" } else { "false" };
+                    h.ttfb
+                        .series(&[("model", model), ("backend", backend), ("stream", stream)])
+                })
+            })
+            .flatten();
+        if let Some(s) = ttfb {
             s.record(h.ttfb.bounds_us, e.ttfb_us.into());
         }
         if let Some(u) = e.usage {

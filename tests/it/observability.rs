@@ -653,8 +653,9 @@ fn model_not_found_from_upstream_is_the_backends_fault() {
     );
 }
 
-/// A client that leaves before any byte of its answer is counted as 499, and the upstream
-/// attempt it abandoned blames nobody.
+/// A client that leaves before any byte of its answer is counted as 499, the upstream
+/// attempt it abandoned blames nobody, and its wait on the upstream is not taken for Berry's
+/// overhead (nor timed as a first byte).
 #[test]
 fn a_client_that_leaves_first_is_a_499() {
     let up = upstream(|_| Reply::Hang(Duration::from_secs(3)));
@@ -672,6 +673,7 @@ fn a_client_that_leaves_first_is_a_499() {
             );
             thread::sleep(Duration::from_millis(10));
         }
+        thread::sleep(Duration::from_millis(300));
     } // dropped: the client is gone while the upstream is still thinking
     let labels = [
         ("method", "POST"),
@@ -691,6 +693,15 @@ fn a_client_that_leaves_first_is_a_499() {
         attempts, 0.0,
         "an abandoned attempt has no outcome:\n{text}"
     );
+    // Some 300 ms waited on the upstream: the overhead is far below that.
+    let fast = sample(&s, "berry_overhead_seconds_bucket", &[("le", "0.1")]);
+    assert_eq!(fast, 1.0, "overhead under 100 ms:\n{text}");
+    let ttfb: f64 = s
+        .iter()
+        .filter(|((name, _), _)| name == "berry_time_to_first_byte_seconds_count")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(ttfb, 0.0, "no first byte to time:\n{text}");
 }
 
 /// A stream that goes silent after its first event is a timeout of its backend (not a connect
