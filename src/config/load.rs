@@ -38,7 +38,14 @@ pub(super) fn load(
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
         Err(err) => {
-            let message = format!("invalid TOML: {}", err.message().trim_end());
+            let mut message = format!("invalid TOML: {}", err.message().trim_end());
+            // The parser points at the repeated key (or table) without naming it. A key is
+            // never a secret; values are not quoted here.
+            let named = err.span().and_then(|s| text.get(s)).map(str::trim);
+            if let Some(key) = named.filter(|k| message.ends_with("duplicate key") && k.len() <= 80)
+            {
+                message.push_str(&format!(" `{key}`"));
+            }
             cx.sink.push(Severity::Error, err.span(), "", message);
             return finish(cx.sink, origin, None);
         }

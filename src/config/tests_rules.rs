@@ -198,6 +198,14 @@ fn type_errors_have_lines() {
         )],
     );
     check_err("[providers\n", &[(Some(1), "invalid TOML")]);
+    check_err(
+        "[server]\nworkers = 1\nworkers = 2\n",
+        &[(Some(3), "duplicate key `workers`")],
+    );
+    check_err(
+        "[server]\nworkers = 1\n[server]\n",
+        &[(Some(3), "duplicate key `server`")],
+    );
 }
 
 #[test]
