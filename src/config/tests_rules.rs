@@ -271,7 +271,7 @@ fn server_and_settings_rules() {
             (3, "must be one of `auto`, `uring`, `epoll` (got \"kqueue\")"),
             (4, "`server.header_bytes_max`: must be > 0 and <= 1048576 (got 0): no request head would fit"),
             (5, "(got -1): no chat request would fit"),
-            (6, "a zero duration would expire at once"),
+            (6, "a duration of zero or less would expire at once"),
             (7, "`server.workers`: must be >= 0 and <= 1024 (got 5000)"),
         ],
     );

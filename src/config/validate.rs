@@ -502,13 +502,13 @@ impl Ctx<'_, '_> {
 
     /// A `_ms` duration; zero would make every wait fail immediately.
     pub fn ms(&mut self, v: Option<&S<i64>>, path: &str, default: u64) -> Duration {
-        let why = "a zero duration would expire at once";
+        let why = "a duration of zero or less would expire at once";
         Duration::from_millis(self.int(v, path, default, 1, DURATION_MS_MAX, why))
     }
 
     /// A Berry API `_seconds` duration; zero would make a timeout fire at once or a loop spin.
     pub fn secs(&mut self, v: Option<&S<i64>>, path: &str, default: u64) -> Duration {
-        let why = "a zero duration would expire at once or spin";
+        let why = "a duration of zero or less would expire at once or spin";
         Duration::from_secs(self.int(v, path, default, 1, DURATION_SECS_MAX, why))
     }
 
