@@ -463,6 +463,7 @@ async fn forward(
                 Err(_) if shard.drain_expired.get() => {
                     // The stopping shard cut the wait (`Timers::cut`): not the backend's
                     // fault, so the dropped attempt is cancelled, and nothing else is tried.
+                    tally.wait(Instant::now().saturating_duration_since(now));
                     last = Some(shutting_down());
                     break;
                 }

@@ -231,9 +231,6 @@ async fn relay_events(
     let mut committed = false;
     let mut saw_done = false;
     let mut finished = false;
-    // What was sent ends inside an event (a stream's unterminated tail, or an event sent
-    // unfinished for its size): an in-band error must first close it.
-    let mut open_event = false;
     loop {
         // Move whatever payload has arrived into `pending`.
         let used = match &mut source {
@@ -252,7 +249,7 @@ async fn relay_events(
                     }
                     Err(e) => {
                         let brk = Break::Malformed(e.to_string());
-                        return broken(w, brk, committed, open_event, plan, ctx).await;
+                        return broken(w, brk, committed, plan, ctx).await;
                     }
                 }
             }
@@ -277,13 +274,11 @@ async fn relay_events(
         } else {
             first_event_end(&pending).unwrap_or(upto)
         };
-        let mut cut_event = false;
         if (upto == 0 || !committed) && held > ctx.buffer_bytes_max && plan.sse {
             if !committed {
-                return broken(w, Break::EventTooLarge, false, false, plan, ctx).await;
+                return broken(w, Break::EventTooLarge, false, plan, ctx).await;
             }
             upto = pending.len();
-            cut_event = true;
         }
         if upto > 0 || finished {
             let events = &pending[..upto];
@@ -293,13 +288,7 @@ async fn relay_events(
             if finished && plan.done_check && !saw_done && !committed {
                 // Ended without its last event before anything was sent: as broken as a cut
                 // connection, and another backend may still answer whole.
-                return broken(w, Break::NoDone, false, false, plan, ctx).await;
-            }
-            if upto > 0 {
-                // Unless cut for its size or the stream's unterminated tail, what is sent ends
-                // at an event boundary by construction.
-                open_event =
-                    cut_event || (finished && plan.sse && last_event_end(events) != Some(upto));
+                return broken(w, Break::NoDone, false, plan, ctx).await;
             }
             if ctx.strip_usage && plan.sse {
                 stripped.clear();
@@ -323,7 +312,7 @@ async fn relay_events(
             }
             if finished {
                 if plan.done_check && !saw_done {
-                    return broken(w, Break::NoDone, committed, open_event, plan, ctx).await;
+                    return broken(w, Break::NoDone, committed, plan, ctx).await;
                 }
                 if plan.framing == Framing::Chunked {
                     w.out.extend_from_slice(LAST_CHUNK);
@@ -337,14 +326,12 @@ async fn relay_events(
         }
 
         if shard.drain_expired.get() {
-            return broken(w, Break::Shutdown, committed, open_event, plan, ctx).await;
+            return broken(w, Break::Shutdown, committed, plan, ctx).await;
         }
         match read_some(&mut conn, ctx).await {
             Ok(()) => {}
             Err(Break::Eof) if matches!(source, Source::UntilClose) => finished = true,
-            Err(brk) => {
-                return broken(w, cut_or(shard, brk), committed, open_event, plan, ctx).await
-            }
+            Err(brk) => return broken(w, cut_or(shard, brk), committed, plan, ctx).await,
         }
     }
 }
@@ -447,7 +434,6 @@ async fn broken(
     w: &mut ClientWriter,
     brk: Break,
     committed: bool,
-    open_event: bool,
     plan: &StreamPlan,
     ctx: &RelayCtx<'_>,
 ) -> Result<Relayed, GatewayError> {
@@ -476,11 +462,11 @@ async fn broken(
     }
     if plan.sse {
         let mut event = Vec::with_capacity(160);
-        if open_event {
-            // Ends the unfinished event first, so the error is an event of its own.
-            event.extend_from_slice(b"\n\n");
-        }
-        event.extend_from_slice(b"data: ");
+        // A blank line first: what was sent may end inside an event (an unterminated tail, an
+        // event sent unfinished for its size, a line whose end is still to come), and the
+        // error must be an event of its own. After a whole event the extra blank lines
+        // dispatch nothing (an SSE reader's data buffer is empty there).
+        event.extend_from_slice(b"\n\ndata: ");
         err.write_body(&mut event);
         event.extend_from_slice(b"\n\n");
         frame(&mut w.out, plan.framing, &event);

@@ -65,14 +65,13 @@ impl Tally {
         let idx = |c: &Cell<Option<usize>>| c.get().map_or(NONE, |i| i as u32);
         let answered = bytes_out.saturating_sub(self.interim_out.get());
         // Nothing of the answer reached the client: it left first (nginx's 499).
-        let status = match self.status.get() {
-            s if s == 0 || answered == 0 => 499,
-            s => s,
-        };
+        let client_left = self.status.get() == 0 || answered == 0;
+        let status = if client_left { 499 } else { self.status.get() };
         let event = RequestEvent {
             route,
             get: false,
             status,
+            client_left,
             upstream_status: self.upstream_status.get(),
             model: idx(&self.model),
             backend: idx(&self.backend),

@@ -434,8 +434,8 @@ impl Exporter {
         }) {
             s.record(h.duration.bounds_us, e.duration_us.into());
         }
-        // A client that left before any byte (499) had no first byte to time.
-        let ttfb = (e.status != 499)
+        // A client that left before any byte had no first byte to time.
+        let ttfb = (!e.client_left)
             .then(|| {
                 self.ttfb.get(pair * 2 + usize::from(e.stream), || {
                     let stream = if e.stream { "true" } else { "false" };

@@ -108,6 +108,9 @@ pub struct RequestEvent {
     pub get: bool,
     /// Status sent to the client; 499 when the client went away before the answer was complete.
     pub status: u16,
+    /// The client went away before any byte of the answer reached it (so `status` is 499 and
+    /// there was no first byte to time).
+    pub client_left: bool,
     /// Status of the last upstream response head, 0 if none arrived.
     pub upstream_status: u16,
     pub model: u32,
@@ -135,6 +138,7 @@ impl Default for RequestEvent {
             route: Route::Other,
             get: false,
             status: 0,
+            client_left: false,
             upstream_status: 0,
             model: NONE,
             backend: NONE,

@@ -178,16 +178,20 @@ async fn connect(
     }
     let tls = route.tls.as_ref().map(|(cfg, name)| (cfg, name));
     let mut last = io::Error::new(io::ErrorKind::TimedOut, "no time left");
-    // One budget for every address a name resolves to, so the attempt never outruns it.
+    // One budget for every address a name resolves to, so the attempt never outruns it; each
+    // address gets an equal share of what is left, so one that black-holes (a broken IPv6
+    // route) cannot starve the next.
     let deadline = Instant::now() + timeout;
-    for addr in addrs {
+    let count = addrs.len() as u32;
+    for (i, addr) in addrs.into_iter().enumerate() {
         let started = Instant::now();
         if started >= deadline {
             break;
         }
+        let share = (deadline - started) / (count - i as u32);
         // Boxed: the TLS handshake future is large and rare; inline it would be copied
         // around with every request's future.
-        let result = Box::pin(UpConn::connect(addr, tls, timer, deadline)).await;
+        let result = Box::pin(UpConn::connect(addr, tls, timer, started + share)).await;
         if result.is_err() && shard.drain_expired.get() {
             // A stopping shard cut the wait: the next address would be cut the same way, and
             // none of this is the upstream's failure to count or log.

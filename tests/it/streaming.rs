@@ -80,10 +80,10 @@ both_drivers! {
         assert_eq!(r.status, 200);
         assert!(!r.clean_end, "a broken stream must not end cleanly");
         let text = r.text();
-        assert!(text.starts_with("data: {\"n\":1}\n\ndata: {\"error\":"), "{text}");
+        assert!(text.starts_with("data: {\"n\":1}\n\n\n\ndata: {\"error\":"), "{text}");
         assert!(!text.contains("{\"n\":\n"), "the half event is never sent: {text}");
         assert!(text.ends_with("\n\n"));
-        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\ndata: ").trim()).unwrap();
+        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\n\n\ndata: ").trim()).unwrap();
         assert_eq!(err["error"]["code"], "upstream_failed");
         assert_eq!(b.count(), 0, "no failover after the first byte");
     }
@@ -97,7 +97,7 @@ both_drivers! {
         assert_eq!(r.status, 200);
         assert!(!r.clean_end);
         let text = r.text();
-        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\ndata: ").trim()).unwrap();
+        let err: serde_json::Value = serde_json::from_str(text.trim_start_matches("data: {\"n\":1}\n\n\n\ndata: ").trim()).unwrap();
         assert_eq!(err["error"]["code"], "upstream_malformed", "{text}");
         assert_eq!(b.count(), 0, "no failover after the first byte");
     }
@@ -166,7 +166,7 @@ both_drivers! {
         let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
         assert!(start.elapsed() < Duration::from_secs(4), "stream_idle_timeout_ms (1.5 s) must end it");
         assert!(!r.clean_end);
-        assert!(r.text().starts_with("data: {\"n\":1}\n\ndata: {\"error\""), "{}", r.text());
+        assert!(r.text().starts_with("data: {\"n\":1}\n\n\n\ndata: {\"error\""), "{}", r.text());
         assert!(r.text().contains("upstream_timeout"), "{}", r.text());
     }
 
@@ -220,6 +220,30 @@ both_drivers! {
         let r = send_raw(gw.addr, &post("/v1/chat/completions", r#"{"model":"gpt-test","stream":true}"#));
         assert_eq!(r.status, 200);
         assert!(r.clean_end);
+    }
+
+    fn an_error_after_an_event_cut_for_its_size_is_an_event_of_its_own(driver) {
+        // After the first event, one outgrows the limit and is sent as is, cut just before
+        // its line ends; the line's end arrives alone, then the stream ends without [DONE].
+        let mut first = SSE_HEAD.as_bytes().to_vec();
+        first.extend(chunk("data: {\"n\":1}\n\n"));
+        let pieces = vec![
+            first,
+            chunk(&format!("data: {}", "y".repeat(3000))),
+            chunk(&"y".repeat(2000)),
+            chunk("\n"),
+            b"0\r\n\r\n".to_vec(),
+        ];
+        let a = upstream(move |_| Reply::Paced(pieces.clone(), Duration::from_millis(150)));
+        let toml = config_two(a.addr, a.addr, "")
+            .replace("[settings]\n", "[settings]\nresponse_buffer_bytes_max = 4096\n");
+        let gw = gateway(&toml, driver);
+        let r = send_raw(gw.addr, &post("/v1/chat/completions", STREAM));
+        assert_eq!(r.status, 200);
+        assert!(!r.clean_end);
+        let text = r.text();
+        assert!(text.contains("without [DONE]"), "{text}");
+        assert!(text.contains("\n\ndata: {\"error\""), "an event of its own: {:?}", &text[text.len() - 220..]);
     }
 
     fn a_client_that_stops_reading_is_dropped_and_the_backend_not_blamed(driver) {
