@@ -269,12 +269,13 @@ async fn relay_events(
         // An SSE event may not grow without bound while it is held back: before the first
         // byte the request fails with Berry's limit named; after it, what has arrived is sent
         // as is.
-        let held = if committed || !plan.sse || upto == 0 {
-            pending.len()
-        } else {
-            first_event_end(&pending).unwrap_or(upto)
+        // Held back: an event still growing, or before the first byte the first whole one.
+        let held = match (plan.sse, upto, committed) {
+            (false, _, _) | (true, 1.., true) => 0,
+            (true, 0, _) => pending.len(),
+            (true, 1.., false) => first_event_end(&pending).unwrap_or(upto),
         };
-        if (upto == 0 || !committed) && held > ctx.buffer_bytes_max && plan.sse {
+        if held > ctx.buffer_bytes_max {
             if !committed {
                 return broken(w, Break::EventTooLarge, false, plan, ctx).await;
             }
@@ -445,21 +446,18 @@ async fn broken(
         return Err(brk.into_error(retryable));
     }
     let err = brk.into_error(false);
-    if err.kind == ErrorKind::ShuttingDown {
-        log::warn!(
-            "request {}: answer from backend {} cut after its first byte: {}",
-            ctx.request_id,
-            ctx.backend,
-            err.message
-        );
+    // A stopping gateway cut it: not the backend's doing.
+    let how = if err.kind == ErrorKind::ShuttingDown {
+        "cut"
     } else {
-        log::warn!(
-            "request {}: backend {}: answer broken after its first byte: {}",
-            ctx.request_id,
-            ctx.backend,
-            err.message
-        );
-    }
+        "broken"
+    };
+    log::warn!(
+        "request {}: answer from backend {} {how} after its first byte: {}",
+        ctx.request_id,
+        ctx.backend,
+        err.message
+    );
     if plan.sse {
         let mut event = Vec::with_capacity(160);
         // A blank line first: what was sent may end inside an event (an unterminated tail, an

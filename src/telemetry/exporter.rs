@@ -435,15 +435,15 @@ impl Exporter {
             s.record(h.duration.bounds_us, e.duration_us.into());
         }
         // A client that left before any byte had no first byte to time.
-        let ttfb = (!e.client_left)
-            .then(|| {
-                self.ttfb.get(pair * 2 + usize::from(e.stream), || {
-                    let stream = if e.stream { "true" } else { "false" };
-                    h.ttfb
-                        .series(&[("model", model), ("backend", backend), ("stream", stream)])
-                })
+        let ttfb = if e.client_left {
+            None
+        } else {
+            self.ttfb.get(pair * 2 + usize::from(e.stream), || {
+                let stream = if e.stream { "true" } else { "false" };
+                h.ttfb
+                    .series(&[("model", model), ("backend", backend), ("stream", stream)])
             })
-            .flatten();
+        };
         if let Some(s) = ttfb {
             s.record(h.ttfb.bounds_us, e.ttfb_us.into());
         }

@@ -4,7 +4,6 @@
 //! pools; when it fails before any response byte, the request is sent once more on a fresh
 //! connection. That retry is not a failover: the same backend, the same attempt.
 
-use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -86,7 +85,7 @@ pub async fn send(
             }));
         }
         // When the request was written (the shard's coarse clock: to a tick, for free).
-        let written: Cell<Option<Instant>> = Cell::new(None);
+        let mut written: Option<Instant> = None;
         let exchanged = timer
             .run(now + wait, async {
                 let (res, buf) = conn.write_all(std::mem::take(req)).await;
@@ -108,7 +107,7 @@ pub async fn send(
                         answered => answered,
                     };
                 }
-                written.set(Some(timer.now()));
+                written = Some(timer.now());
                 read_head(&mut conn, limits).await
             })
             .await;
@@ -123,14 +122,14 @@ pub async fn send(
                 fresh_only = true;
             }
             Ok(Err(HeadFailure::ClosedEarly))
-                if reused && written.get().is_some_and(|t| t.elapsed() < STALE_WINDOW) =>
+                if reused && written.is_some_and(|t| t.elapsed() < STALE_WINDOW) =>
             {
                 shard.recorder.borrow_mut().stale_retry(provider);
                 fresh_only = true;
                 now = Instant::now();
             }
             Ok(Err(f)) => return Err(f.into_error(wait)),
-            Err(_) if written.get().is_none() => {
+            Err(_) if written.is_none() => {
                 return Err(GatewayError::upstream(
                     ErrorKind::UpstreamTimeout,
                     format!(

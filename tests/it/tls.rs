@@ -99,6 +99,14 @@ struct TlsUpstream {
 }
 
 fn tls_upstream(server: Arc<rustls::ServerConfig>) -> TlsUpstream {
+    tls_upstream_serving(server, serve_tls)
+}
+
+/// A TLS upstream whose connections are each served by `serve` on a thread of their own.
+fn tls_upstream_serving(
+    server: Arc<rustls::ServerConfig>,
+    serve: fn(TcpStream, Arc<rustls::ServerConfig>, Observed),
+) -> TlsUpstream {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Observed::default();
@@ -108,7 +116,7 @@ fn tls_upstream(server: Arc<rustls::ServerConfig>) -> TlsUpstream {
             let Ok(stream) = stream else { return };
             obs.conns.fetch_add(1, Ordering::SeqCst);
             let (cfg, obs) = (server.clone(), obs.clone());
-            thread::spawn(move || serve_tls(stream, cfg, obs));
+            thread::spawn(move || serve(stream, cfg, obs));
         }
     });
     TlsUpstream { addr, seen }
@@ -378,18 +386,8 @@ both_drivers! {
     fn a_pooled_tls_connection_closed_without_close_notify_is_retried_as_stale(driver) {
         let pki = pki();
         let ca = temp_file("ca.pem", &pki.ca_pem);
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let obs = Observed::default();
-        let (o2, cfg) = (obs.clone(), pki.server.clone());
-        thread::spawn(move || {
-            for stream in l.incoming() {
-                let Ok(stream) = stream else { return };
-                o2.conns.fetch_add(1, Ordering::SeqCst);
-                let (cfg, o) = (cfg.clone(), o2.clone());
-                thread::spawn(move || serve_tls_once_then_drop(stream, cfg, o));
-            }
-        });
+        let TlsUpstream { addr, seen: obs } =
+            tls_upstream_serving(pki.server.clone(), serve_tls_once_then_drop);
         let gw = gateway(&https_config(addr.port(), Some(&ca.path)), driver);
         let r = send_raw(gw.addr, &post("/v1/chat/completions", CHAT));
         assert_eq!(r.status, 200, "{}", r.text());
